@@ -1,0 +1,225 @@
+//! The facade: everything a scope's code calls, as free functions acting on the current scope.
+//!
+//! Each plain form panics outside of a scope with a message saying what to do; each `try_` form
+//! returns an error instead. Nothing here fails silently.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::context;
+use crate::error::{SendError, SendErrorKind, SpawnError, SubscribeError, no_scope_panic};
+use crate::scope::{Scope, ScopeHandle};
+use crate::spawn::{TaskHandle, spawn_in};
+use crate::subscription::Subscription;
+
+/// Creates a scope named `name`; configure it, then [`Scope::run`] it.
+///
+/// Entered with no scope current, it is a *root* scope and owns a new bus. Entered inside
+/// another scope, it shares that scope's bus unless made [`isolated`](Scope::isolated).
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let greeting = ctx::scope("app").run(async { "hello" }).await;
+/// assert_eq!(greeting, "hello");
+/// # }
+/// ```
+pub fn scope(name: impl Into<Cow<'static, str>>) -> Scope {
+    Scope::new(name.into())
+}
+
+/// Publishes `event` on the current scope's bus; returns how many subscriptions accepted it.
+///
+/// Every live [`Subscription<E>`] on the bus receives the event, whichever scope of the bus
+/// created it. Routing is by the exact type `E`. The event is allocated once and shared, never
+/// cloned. With no subscriber the event is dropped at once and nothing is allocated. On a closed
+/// bus (its owning scope has finished) nothing is delivered and 0 is returned; use [`try_send`]
+/// to tell the cases apart.
+///
+/// `send` never blocks and never awaits.
+///
+/// # Panics
+///
+/// Outside of a scope. Use [`try_send`] to get an error instead.
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// struct Saved { id: u64 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     assert_eq!(ctx::send(Saved { id: 1 }), 0); // nobody listens yet
+///     let _a = ctx::subscribe::<Saved>();
+///     let _b = ctx::subscribe::<Saved>();
+///     assert_eq!(ctx::send(Saved { id: 2 }), 2);
+/// }).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn send<E: Send + Sync + 'static>(event: E) -> usize {
+    match try_send(event) {
+        Ok(count) => count,
+        Err(error) if error.kind() == SendErrorKind::Closed => 0,
+        Err(_) => panic!("{}", no_scope_panic("send")),
+    }
+}
+
+/// Publishes `event` like [`send`], or says why it could not, handing the event back.
+///
+/// # Errors
+///
+/// [`SendErrorKind::NoScope`] outside of a scope; [`SendErrorKind::Closed`] when the bus is
+/// closed.
+pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E>> {
+    let mut event = Some(event);
+    context::with(|frame| {
+        let event = event.take().expect("taken once");
+        frame.bus.send(&frame.info, event)
+    })
+    .unwrap_or_else(|| {
+        let event = event.take().expect("not taken: no scope");
+        Err(SendError::new(SendErrorKind::NoScope, event))
+    })
+}
+
+/// Subscribes to every `E` sent on the current scope's bus from now on.
+///
+/// The subscription is owned by the current scope: when the scope's body completes, it yields
+/// what it holds and ends. On a closed bus it is returned already ended (it never hangs).
+///
+/// # Panics
+///
+/// Outside of a scope. Use [`try_subscribe`] to get an error instead.
+#[track_caller]
+pub fn subscribe<E: Send + Sync + 'static>() -> Subscription<E> {
+    try_subscribe().unwrap_or_else(|_| panic!("{}", no_scope_panic("subscribe")))
+}
+
+/// Subscribes like [`subscribe`], or returns an error outside of a scope.
+///
+/// # Errors
+///
+/// [`SubscribeError::NoScope`] outside of a scope.
+pub fn try_subscribe<E: Send + Sync + 'static>() -> Result<Subscription<E>, SubscribeError> {
+    context::with(|frame| frame.subscribe::<E>()).ok_or(SubscribeError::NoScope)
+}
+
+/// Starts `future` as a task of the current scope, on the current tokio runtime.
+///
+/// The task runs with the scope as its context (so it can `send`, `subscribe` and `spawn`) and
+/// inside the scope's tracing span. The scope waits for it before `run` returns; if it panics,
+/// the scope fails. Dropping the returned [`TaskHandle`] does not cancel the task.
+///
+/// # Panics
+///
+/// Outside of a scope, outside of a tokio runtime, or in a scope that has already finished. Use
+/// [`try_spawn`] to get an error instead.
+#[track_caller]
+pub fn spawn<F>(future: F) -> TaskHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match try_spawn(future) {
+        Ok(handle) => handle,
+        Err(SpawnError::NoScope) => panic!("{}", no_scope_panic("spawn")),
+        Err(error) => panic!("`ctx::spawn` failed: {error}"),
+    }
+}
+
+/// Starts a task like [`spawn`], or returns why it could not.
+///
+/// # Errors
+///
+/// [`SpawnError::NoScope`], [`SpawnError::NoRuntime`] or [`SpawnError::ScopeFinished`].
+pub fn try_spawn<F>(future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    context::with(|frame| spawn_in(frame, future)).unwrap_or(Err(SpawnError::NoScope))
+}
+
+/// Completes when the current scope is asked to stop: a graceful shutdown, a failure of the
+/// scope or of a parent, or the `run` future being dropped.
+///
+/// Long-running tasks select on it to stop cleanly.
+///
+/// # Panics
+///
+/// Outside of a scope.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only waits.
+///
+/// ```
+/// use std::time::Duration;
+/// use scopebus::ctx;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     ctx::spawn(async {
+///         loop {
+///             tokio::select! {
+///                 _ = ctx::cancelled() => break, // clean stop
+///                 _ = tokio::time::sleep(Duration::from_millis(10)) => { /* work */ }
+///             }
+///         }
+///     });
+///     ctx::shutdown(Duration::from_secs(1));
+/// }).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn cancelled() -> impl Future<Output = ()> + Send + 'static {
+    current_or_panic("cancelled").cancelled()
+}
+
+/// `true` once the current scope is asked to stop (see [`cancelled`]).
+///
+/// # Panics
+///
+/// Outside of a scope.
+#[track_caller]
+pub fn is_cancelled() -> bool {
+    context::with(|frame| frame.shutdown.is_cancelled())
+        .unwrap_or_else(|| panic!("{}", no_scope_panic("is_cancelled")))
+}
+
+/// Asks the current scope to shut down gracefully; see [`ScopeHandle::shutdown`].
+///
+/// # Panics
+///
+/// Outside of a scope.
+#[track_caller]
+pub fn shutdown(grace: Duration) {
+    context::with(|frame| frame.shutdown(grace))
+        .unwrap_or_else(|| panic!("{}", no_scope_panic("shutdown")));
+}
+
+/// A handle to the current scope, usable from anywhere (see [`ScopeHandle`]).
+///
+/// # Panics
+///
+/// Outside of a scope. Use [`try_current`] to get `None` instead.
+#[track_caller]
+pub fn current() -> ScopeHandle {
+    current_or_panic("current")
+}
+
+/// A handle to the current scope, or `None` outside of any scope.
+pub fn try_current() -> Option<ScopeHandle> {
+    context::current().map(ScopeHandle::new)
+}
+
+#[track_caller]
+fn current_or_panic(function: &str) -> ScopeHandle {
+    try_current().unwrap_or_else(|| panic!("{}", no_scope_panic(function)))
+}

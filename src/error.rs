@@ -1,0 +1,183 @@
+//! Error types. Every error says what went wrong and, where the caller can act, what to do.
+//!
+//! None of them requires anything of the event type: `SendError<E>` is `Debug`, `Display` and
+//! `std::error::Error` for every `E`, and hands the event back.
+
+use std::fmt;
+
+/// Why [`ctx::try_send`](crate::ctx::try_send) did not publish the event.
+///
+/// The event is handed back by [`SendError::into_event`].
+///
+/// ```
+/// use scopebus::{ctx, SendErrorKind};
+///
+/// struct Ping;
+///
+/// let err = ctx::try_send(Ping).unwrap_err(); // no scope is current here
+/// assert_eq!(err.kind(), SendErrorKind::NoScope);
+/// let _ping: Ping = err.into_event();
+/// ```
+pub struct SendError<E> {
+    kind: SendErrorKind,
+    event: E,
+}
+
+/// The reason carried by a [`SendError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SendErrorKind {
+    /// No scope is current: the call was made outside `ctx::scope(..).run(..)` and outside any
+    /// task started with `ctx::spawn`.
+    NoScope,
+    /// The bus is closed: the scope that owns it has finished its body.
+    Closed,
+}
+
+impl<E> SendError<E> {
+    pub(crate) fn new(kind: SendErrorKind, event: E) -> Self {
+        Self { kind, event }
+    }
+
+    /// Why the send failed.
+    pub fn kind(&self) -> SendErrorKind {
+        self.kind
+    }
+
+    /// The event that was not sent.
+    pub fn event(&self) -> &E {
+        &self.event
+    }
+
+    /// Takes the event back.
+    pub fn into_event(self) -> E {
+        self.event
+    }
+}
+
+impl<E> fmt::Debug for SendError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("kind", &self.kind)
+            .field("event", &std::any::type_name::<E>())
+            .finish()
+    }
+}
+
+impl<E> fmt::Display for SendError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SendErrorKind::NoScope => f.write_str(NO_SCOPE),
+            SendErrorKind::Closed => write!(
+                f,
+                "event `{}` not sent: the bus is closed because the scope that owns it has finished",
+                std::any::type_name::<E>()
+            ),
+        }
+    }
+}
+
+impl<E> std::error::Error for SendError<E> {}
+
+/// Why [`ctx::try_subscribe`](crate::ctx::try_subscribe) returned no subscription.
+///
+/// Subscribing on a closed bus is not an error: it returns a subscription that has already ended,
+/// so a consumer loop finishes at once instead of hanging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// No scope is current.
+    NoScope,
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::NoScope => f.write_str(NO_SCOPE),
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
+/// Why [`ctx::try_spawn`](crate::ctx::try_spawn) did not start the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// No scope is current.
+    NoScope,
+    /// No tokio runtime is running on this thread.
+    NoRuntime,
+    /// The scope has already finished: nothing would wait for the task.
+    ScopeFinished,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::NoScope => f.write_str(NO_SCOPE),
+            SpawnError::NoRuntime => f.write_str(
+                "no tokio runtime is running on this thread; call `ctx::spawn` from inside a runtime",
+            ),
+            SpawnError::ScopeFinished => f.write_str(
+                "the scope has already finished, so nothing would wait for the task",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// How a task started with [`ctx::spawn`](crate::ctx::spawn) ended without a value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task was cancelled: by [`TaskHandle::abort`](crate::TaskHandle::abort), by its scope
+    /// failing or being dropped, or by a shutdown deadline. Not a failure of the scope.
+    Cancelled,
+    /// The task panicked with this message. Its scope fails and `run` resumes the panic.
+    Panicked(String),
+}
+
+impl TaskError {
+    /// `true` for [`TaskError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+
+    /// `true` for [`TaskError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panicked(_))
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Cancelled => f.write_str("task was cancelled"),
+            TaskError::Panicked(message) => write!(f, "task panicked: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+const NO_SCOPE: &str = "no scopebus scope is current; wrap the code in `ctx::scope(..).run(..)` or start it with `ctx::spawn`";
+
+/// The message of a plain `ctx::` call made outside of any scope.
+pub(crate) fn no_scope_panic(function: &str) -> String {
+    format!(
+        "`ctx::{function}` called outside of a scope; wrap the task in `ctx::scope(..).run(..)` or start it with `ctx::spawn`"
+    )
+}
+
+/// The text of a panic payload (`&str` or `String`), as `std` prints it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}

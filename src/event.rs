@@ -1,0 +1,134 @@
+//! What a subscriber receives: [`Envelope<E>`], a shared handle to one sent event.
+//!
+//! Invariants:
+//! - One allocation per send: the payload and its envelope (sequence, send time, origin) live in
+//!   one `Arc`, shared by every subscription that receives it. The payload is never cloned or
+//!   modified after the send.
+//! - `seq` is assigned while the topic lock is held, so within one bus and type the sequence
+//!   order is the delivery order.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::scope::ScopeInfo;
+
+/// One event as delivered to a subscription: a cheap shared handle that dereferences to the
+/// event and carries its envelope.
+///
+/// Cloning an `Envelope` clones an `Arc`, never the event. Every subscription that received the
+/// same send holds the same allocation.
+///
+/// ```
+/// use futures::StreamExt;
+/// use scopebus::ctx;
+///
+/// struct Temperature(f32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("sensors").run(async {
+///     let mut readings = ctx::subscribe::<Temperature>();
+///     ctx::send(Temperature(21.5));
+///     let reading = readings.next().await.unwrap();
+///     assert_eq!(reading.0, 21.5); // `Deref` to the event
+///     assert_eq!(reading.origin().name(), "sensors");
+///     println!("#{} sent at {:?}", reading.seq(), reading.sent_at());
+/// }).await;
+/// # }
+/// ```
+pub struct Envelope<E> {
+    inner: Arc<Inner<E>>,
+}
+
+struct Inner<E> {
+    seq: u64,
+    sent_at: SystemTime,
+    origin: Arc<ScopeInfo>,
+    event: E,
+}
+
+impl<E> Envelope<E> {
+    /// Wraps an event for sending; the sequence number is assigned by [`Envelope::set_seq`].
+    pub(crate) fn new(event: E, origin: Arc<ScopeInfo>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                seq: 0,
+                sent_at: SystemTime::now(),
+                origin,
+                event,
+            }),
+        }
+    }
+
+    /// Sets the sequence number. Only possible while this is the only handle (before fan-out).
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        Arc::get_mut(&mut self.inner)
+            .expect("sequence is set before the envelope is shared")
+            .seq = seq;
+    }
+
+    /// Gives the event back when it was never shared (a send that reached nobody).
+    pub(crate) fn into_event(self) -> Option<E> {
+        Arc::into_inner(self.inner).map(|inner| inner.event)
+    }
+
+    /// The event's sequence number on its bus: strictly increasing in send order, shared by all
+    /// event types of the bus (so numbers of one type can have gaps).
+    pub fn seq(&self) -> u64 {
+        self.inner.seq
+    }
+
+    /// The wall-clock time at which the event was sent.
+    pub fn sent_at(&self) -> SystemTime {
+        self.inner.sent_at
+    }
+
+    /// The scope the event was sent from.
+    pub fn origin(&self) -> &ScopeInfo {
+        &self.inner.origin
+    }
+
+    /// The event itself (also reachable through `Deref`).
+    pub fn event(&self) -> &E {
+        &self.inner.event
+    }
+
+    /// `true` when both handles refer to the same send (the same allocation).
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        Arc::ptr_eq(&this.inner, &other.inner)
+    }
+}
+
+impl<E> Clone for Envelope<E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<E> Deref for Envelope<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.inner.event
+    }
+}
+
+impl<E> AsRef<E> for Envelope<E> {
+    fn as_ref(&self) -> &E {
+        &self.inner.event
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for Envelope<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("seq", &self.inner.seq)
+            .field("origin", &self.inner.origin)
+            .field("event", &self.inner.event)
+            .finish()
+    }
+}

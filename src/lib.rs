@@ -1,0 +1,59 @@
+//! # scopebus
+//!
+//! Scoped structured concurrency with a typed event bus, for tokio.
+//!
+//! - [`ctx::scope`]`(name).`[`run`](Scope::run)`(body)` opens a scope;
+//! - [`ctx::send`]`(event)` publishes an event to every subscription of its exact type;
+//! - [`ctx::subscribe`]`::<E>()` returns a [`Subscription<E>`], a `Stream` of every `E` sent
+//!   from then on;
+//! - [`ctx::spawn`]`(future)` starts a task that cannot outlive its scope.
+//!
+//! Root and [isolated](Scope::isolated) scopes own a bus; nested scopes share their parent's.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use scopebus::ctx;
+//!
+//! #[derive(Debug)]
+//! struct UserLoggedIn { user_id: u64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! ctx::scope("app").run(async {
+//!     let mut logins = ctx::subscribe::<UserLoggedIn>();
+//!     ctx::spawn(async move {
+//!         while let Some(event) = logins.next().await {
+//!             println!("user {} logged in", event.user_id);
+//!         }
+//!     });
+//!     ctx::send(UserLoggedIn { user_id: 7 });
+//! }).await;
+//! # }
+//! ```
+//!
+//! The user guide is the book in `book/`; its chapter "Semantics and guarantees" states every
+//! promise precisely.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod abort;
+mod bus;
+mod context;
+pub mod ctx;
+mod error;
+mod event;
+mod scope;
+mod spawn;
+mod subscription;
+mod sync;
+mod topic;
+
+pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
+pub use event::Envelope;
+pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
+pub use spawn::TaskHandle;
+pub use subscription::{EndReason, Subscription};
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

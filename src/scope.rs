@@ -1,0 +1,518 @@
+//! Scopes: [`Scope`] (the builder), `Frame` (a running scope) and [`ScopeHandle`].
+//!
+//! A running scope is a `Frame`: its identity, its bus (owned by root and isolated scopes,
+//! shared by nested ones), its task tracker, its cancellation signal (`shutdown`, cooperative,
+//! a child of the parent's), its abort node (hard, a child of the parent's), the subscriptions it
+//! created, and its failure.
+//!
+//! Exit order once the body completes (SPEC §3.2): (a) subscriptions created in the scope stop
+//! accepting events, yield what they hold and end; (b) an owned bus closes; (c) the scope waits
+//! for all its tasks, which may still spawn tasks; (d) `run` returns the body's output. An owned
+//! bus refuses sends from just before (a), so a task that sees its subscription end and then
+//! sends always gets `Closed` — never a send accepted by a bus that is about to close.
+//!
+//! Failure: the first panic (body or task) is kept; the scope raises its cancellation signal,
+//! aborts its tasks (and those of nested scopes), drops the body, goes through the exit order and
+//! resumes the panic. Dropping the `run` future cancels the same way, from the guard.
+//!
+//! Invariants:
+//! - `owned.ended` is set once, before the subscriptions are ended; a subscription created later
+//!   is ended at once, so nothing created in a finished scope can hang.
+//! - `finished` is set only after every task has stopped (or when the scope is dropped).
+//!
+//! Lock order: `owned`, `failure` and `timers` are leaf locks, never held while another lock of
+//! the crate is taken.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::num::NonZeroU64;
+use std::panic::{AssertUnwindSafe, resume_unwind};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::abort::{AbortNode, AbortWatch};
+use crate::bus::Bus;
+use crate::context;
+use crate::error::panic_message;
+use crate::subscription::{EndReason, Endable, Subscription};
+use crate::sync::lock;
+
+/// A scope's process-unique identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopeId(NonZeroU64);
+
+impl ScopeId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NonZeroU64::new(NEXT.fetch_add(1, Ordering::Relaxed)).expect("64-bit counter"))
+    }
+
+    /// The identifier as a number.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The identity of a scope: its name and its process-unique id. Every [`Envelope`] carries the
+/// `ScopeInfo` of the scope it was sent from.
+///
+/// [`Envelope`]: crate::Envelope
+#[derive(Debug)]
+pub struct ScopeInfo {
+    id: ScopeId,
+    name: Cow<'static, str>,
+}
+
+impl ScopeInfo {
+    /// The scope's id.
+    pub fn id(&self) -> ScopeId {
+        self.id
+    }
+
+    /// The name given to [`ctx::scope`](crate::ctx::scope).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for ScopeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.id)
+    }
+}
+
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A scope to run: built by [`ctx::scope`](crate::ctx::scope), configured, then [`run`](Scope::run).
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let out = ctx::scope("worker").isolated().run(async { 1 + 1 }).await;
+/// assert_eq!(out, 2);
+/// # }
+/// ```
+#[must_use = "a scope does nothing until `run` is awaited"]
+pub struct Scope {
+    name: Cow<'static, str>,
+    isolated: bool,
+    shutdown_on: Option<(Signal, Duration)>,
+}
+
+impl Scope {
+    pub(crate) fn new(name: Cow<'static, str>) -> Self {
+        Self {
+            name,
+            isolated: false,
+            shutdown_on: None,
+        }
+    }
+
+    /// Gives the scope its own bus: events sent inside it are not seen outside, and events sent
+    /// outside are not seen inside. Nested scopes of an isolated scope share its bus.
+    ///
+    /// Isolation is about events only: cancellation and failure still flow from parent to child.
+    pub fn isolated(mut self) -> Self {
+        self.isolated = true;
+        self
+    }
+
+    /// Starts a graceful shutdown of the scope when `signal` completes — typically
+    /// `tokio::signal::ctrl_c()` — exactly as [`ScopeHandle::shutdown`] with `grace` would.
+    ///
+    /// The signal is polled by the `run` future itself (it is not a task, so it never keeps the
+    /// scope alive).
+    pub fn shutdown_on<S>(mut self, signal: S, grace: Duration) -> Self
+    where
+        S: Future + Send + 'static,
+    {
+        self.shutdown_on = Some((Box::pin(signal.map(drop)), grace));
+        self
+    }
+
+    /// Runs `body` inside the scope and returns its output once the scope has fully exited.
+    ///
+    /// Inside `body` (and inside every task it spawns) this scope is current: `ctx::send`,
+    /// `ctx::subscribe` and `ctx::spawn` act on it.
+    ///
+    /// When the body completes: subscriptions created in the scope yield what they hold, then
+    /// end; the scope's own bus (root or isolated) closes; the scope waits for every task spawned
+    /// in it; then the output is returned.
+    ///
+    /// # Panics
+    ///
+    /// If the body or any task of the scope panics, the scope cancels the body and every other
+    /// task, waits for them to stop, and then resumes the first panic (as
+    /// `std::thread::scope` does).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future cancels the scope: its subscriptions end, its bus closes and
+    /// every task of the scope and of its nested scopes is aborted (each stops at its next poll).
+    ///
+    /// The returned future is `Send` whenever `body` and its output are, so a scope can itself be
+    /// handed to `tokio::spawn`.
+    pub fn run<F: Future>(self, body: F) -> impl Future<Output = F::Output> {
+        run(self, body)
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("name", &self.name)
+            .field("isolated", &self.isolated)
+            .field("shutdown_on", &self.shutdown_on.as_ref().map(|(_, grace)| grace))
+            .finish()
+    }
+}
+
+/// A running scope (see the module documentation).
+pub(crate) struct Frame {
+    pub(crate) info: Arc<ScopeInfo>,
+    pub(crate) bus: Arc<Bus>,
+    owns_bus: bool,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) abort: Arc<AbortNode>,
+    pub(crate) span: tracing::Span,
+    failed: AtomicBool,
+    failure: Mutex<Option<Box<dyn Any + Send>>>,
+    owned: Mutex<Owned>,
+    timers: Mutex<Vec<tokio::task::AbortHandle>>,
+    finished: AtomicBool,
+}
+
+/// The subscriptions a scope created, ended when its body completes.
+struct Owned {
+    ended: Option<EndReason>,
+    subs: Vec<Weak<dyn Endable>>,
+    /// Prune dead entries when `subs` reaches this length (amortised O(1) per subscribe).
+    prune_at: usize,
+}
+
+impl Frame {
+    fn new(name: Cow<'static, str>, isolated: bool, parent: Option<&Frame>) -> Self {
+        let info = Arc::new(ScopeInfo {
+            id: ScopeId::next(),
+            name,
+        });
+        let (bus, owns_bus) = match parent {
+            Some(parent) if !isolated => (parent.bus.clone(), false),
+            _ => (Arc::new(Bus::new()), true),
+        };
+        let span = match parent {
+            Some(parent) => tracing::info_span!(
+                parent: &parent.span,
+                "scope",
+                name = %info.name,
+                id = info.id.get(),
+                isolated
+            ),
+            None => tracing::info_span!("scope", name = %info.name, id = info.id.get(), isolated),
+        };
+        Self {
+            info,
+            bus,
+            owns_bus,
+            tasks: TaskTracker::new(),
+            shutdown: parent.map_or_else(CancellationToken::new, |p| p.shutdown.child_token()),
+            abort: parent.map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
+            span,
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            owned: Mutex::new(Owned {
+                ended: None,
+                subs: Vec::new(),
+                prune_at: 16,
+            }),
+            timers: Mutex::new(Vec::new()),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// A new subscription to `E`, owned by this scope.
+    pub(crate) fn subscribe<E: Send + Sync + 'static>(&self) -> Subscription<E> {
+        let Some(queue) = self.bus.subscribe::<E>() else {
+            return Subscription::ended(EndReason::BusClosed);
+        };
+        let weak: Weak<dyn Endable> = Arc::downgrade(&queue) as Weak<_>;
+        let mut owned = lock(&self.owned);
+        if let Some(reason) = owned.ended {
+            drop(owned);
+            queue.end_subscription(reason);
+        } else {
+            if owned.subs.len() >= owned.prune_at {
+                owned.subs.retain(|sub| sub.strong_count() > 0);
+                owned.prune_at = (owned.subs.len() * 2).max(16);
+            }
+            owned.subs.push(weak);
+        }
+        Subscription::new(queue)
+    }
+
+    /// Ends every subscription created in this scope, and every later one.
+    fn end_subscriptions(&self, reason: EndReason) {
+        let subs = {
+            let mut owned = lock(&self.owned);
+            if owned.ended.is_some() {
+                return;
+            }
+            owned.ended = Some(reason);
+            std::mem::take(&mut owned.subs)
+        };
+        for sub in subs {
+            if let Some(sub) = sub.upgrade() {
+                sub.end_subscription(reason);
+            }
+        }
+    }
+
+    /// Records a panic of the body or of a task and cancels the scope.
+    pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
+        {
+            let mut failure = lock(&self.failure);
+            if failure.is_none() {
+                *failure = Some(payload);
+            } else {
+                tracing::error!(parent: &self.span, panic = %panic_message(&*payload), "another panic in a failing scope");
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+        tracing::error!(parent: &self.span, "scope failed: cancelling its body and tasks");
+        self.shutdown.cancel();
+        self.abort.abort();
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Raises the cancellation signal, then aborts what is left after `grace`.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        self.shutdown.cancel();
+        if grace.is_zero() || self.is_finished() {
+            self.abort.abort();
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to time the grace period: abort at once rather than never.
+            self.abort.abort();
+            return;
+        };
+        let node = Arc::downgrade(&self.abort);
+        let timer = runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(node) = node.upgrade() {
+                node.abort();
+            }
+        });
+        lock(&self.timers).push(timer.abort_handle());
+        if self.is_finished() {
+            timer.abort();
+        }
+    }
+
+    /// Marks the scope finished and stops its shutdown timers.
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        for timer in lock(&self.timers).drain(..) {
+            timer.abort();
+        }
+    }
+
+    /// Cancels everything: the `run` future was dropped before the scope finished.
+    fn cancel(&self) {
+        tracing::debug!(parent: &self.span, "scope cancelled: its run future was dropped");
+        self.shutdown.cancel();
+        self.abort.abort();
+        self.end_subscriptions(EndReason::ScopeCancelled);
+        if self.owns_bus {
+            self.bus.close();
+        }
+        self.tasks.close();
+        self.finish();
+    }
+}
+
+/// Polls the `shutdown_on` signal, if any, and starts the shutdown when it fires.
+fn poll_signal(signal: &mut Option<(Signal, Duration)>, frame: &Frame, cx: &mut Context<'_>) {
+    if let Some((future, grace)) = signal
+        && future.as_mut().poll(cx).is_ready()
+    {
+        let grace = *grace;
+        *signal = None;
+        tracing::info!(parent: &frame.span, ?grace, "shutdown signal received");
+        frame.shutdown(grace);
+    }
+}
+
+async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
+    let Scope {
+        name,
+        isolated,
+        shutdown_on: mut signal,
+    } = scope;
+    let parent = context::current();
+    let frame = Arc::new(Frame::new(name, isolated, parent.as_deref()));
+    drop(parent);
+    let guard = scopeguard::guard(frame.clone(), |frame| frame.cancel());
+    tracing::debug!(parent: &frame.span, "scope started");
+
+    // The body, until it completes or a task fails.
+    let mut body = pin!(Some(
+        context::scoped(frame.clone(), AssertUnwindSafe(body).catch_unwind())
+            .instrument(frame.span.clone())
+    ));
+    let mut watch = AbortWatch::new(frame.abort.clone());
+    let outcome = poll_fn(|cx| {
+        poll_signal(&mut signal, &frame, cx);
+        if watch.poll_aborted(cx) && frame.has_failed() {
+            return Poll::Ready(None);
+        }
+        match body.as_mut().as_pin_mut() {
+            Some(body) => body.poll(cx).map(Some),
+            None => Poll::Ready(None),
+        }
+    })
+    .await;
+    drop(watch);
+    let output = match outcome {
+        Some(Ok(value)) => Some(value),
+        Some(Err(payload)) => {
+            frame.fail(payload);
+            None
+        }
+        None => None,
+    };
+    // Drop a cancelled body now, with its scope still current for its `Drop` code.
+    body.set(None);
+
+    // Exit order: subscriptions, bus, tasks.
+    let reason = if frame.has_failed() {
+        EndReason::ScopeFailed
+    } else {
+        EndReason::ScopeFinished
+    };
+    if frame.owns_bus {
+        // Closed before the subscriptions end, so that whoever sees its stream end also sees
+        // the bus closed.
+        frame.bus.mark_closed();
+    }
+    frame.end_subscriptions(reason);
+    if frame.owns_bus {
+        frame.bus.close();
+    }
+    frame.tasks.close();
+    let mut tasks = pin!(frame.tasks.wait());
+    poll_fn(|cx| {
+        poll_signal(&mut signal, &frame, cx);
+        tasks.as_mut().poll(cx)
+    })
+    .await;
+    frame.finish();
+    scopeguard::ScopeGuard::into_inner(guard);
+
+    let failure = lock(&frame.failure).take();
+    if let Some(payload) = failure {
+        tracing::debug!(parent: &frame.span, "scope finished: failed");
+        resume_unwind(payload);
+    }
+    tracing::debug!(parent: &frame.span, "scope finished");
+    output.expect("a scope that did not fail has its body's output")
+}
+
+/// A handle to a running scope, for cancelling it from anywhere (another task, a signal
+/// handler). Obtained with [`ctx::current`](crate::ctx::current).
+///
+/// ```
+/// use std::time::Duration;
+/// use scopebus::ctx;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("server").run(async {
+///     let handle = ctx::current();
+///     ctx::spawn(async {
+///         ctx::cancelled().await; // a worker that stops when asked
+///     });
+///     handle.shutdown(Duration::from_secs(5));
+///     assert!(handle.is_cancelled());
+/// }).await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ScopeHandle {
+    frame: Arc<Frame>,
+}
+
+impl ScopeHandle {
+    pub(crate) fn new(frame: Arc<Frame>) -> Self {
+        Self { frame }
+    }
+
+    /// The scope's name and id.
+    pub fn info(&self) -> &ScopeInfo {
+        &self.frame.info
+    }
+
+    /// Asks the scope to shut down gracefully: raises its cancellation signal (seen by
+    /// [`ctx::cancelled`](crate::ctx::cancelled) in the scope, its tasks and its nested scopes),
+    /// then, if tasks of the scope are still running after `grace`, aborts them.
+    ///
+    /// The body itself is never aborted by the deadline — it is your code and `run` must return
+    /// its output — so a body should watch `ctx::cancelled()` too. To bound the body as well, wrap
+    /// `run` in `tokio::time::timeout`: dropping it cancels everything.
+    ///
+    /// Calling it again keeps the earliest deadline. The grace period is timed on the current
+    /// tokio runtime, which needs its time driver (`#[tokio::main]` has it); with no runtime, or
+    /// a zero `grace`, tasks are aborted at once.
+    pub fn shutdown(&self, grace: Duration) {
+        self.frame.shutdown(grace);
+    }
+
+    /// `true` once the scope's cancellation signal is raised (shutdown, failure or drop).
+    pub fn is_cancelled(&self) -> bool {
+        self.frame.shutdown.is_cancelled()
+    }
+
+    /// Completes when the scope's cancellation signal is raised.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        self.frame.shutdown.clone().cancelled_owned()
+    }
+}
+
+impl fmt::Debug for ScopeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeHandle")
+            .field("scope", &self.frame.info)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}

@@ -1,0 +1,152 @@
+//! Scoped tasks: [`ctx::spawn`](crate::ctx::spawn) and [`TaskHandle`].
+//!
+//! A spawned task is a `tokio` task wrapped in [`TaskFuture`], which
+//! - sets the spawning scope as the task's context (and its tracing span),
+//! - is counted by the scope's `TaskTracker` from *before* `tokio::spawn` until after the user's
+//!   future has been dropped, so the scope's exit waits for it even if it never ran,
+//! - watches the scope's abort node (one atomic load per poll) and drops the user's future when
+//!   the scope aborts,
+//! - catches a panic, reports it to the scope (which fails) and ends with
+//!   [`TaskError::Panicked`].
+//!
+//! Invariants: fields of `TaskFuture` drop in declaration order, so `inner` (the user's future)
+//! is dropped before the tracker token is released.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures::FutureExt;
+use futures::future::CatchUnwind;
+use pin_project::pin_project;
+use tokio::task::JoinHandle;
+use tokio::task::futures::TaskLocalFuture;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use crate::abort::AbortWatch;
+use crate::context;
+use crate::error::{SpawnError, TaskError, panic_message};
+use crate::scope::Frame;
+
+/// A handle to a task started with [`ctx::spawn`](crate::ctx::spawn).
+///
+/// Awaiting it gives the task's output, or [`TaskError`] if the task was cancelled or panicked.
+/// Dropping the handle does **not** cancel the task: the task still belongs to its scope, which
+/// waits for it.
+///
+/// # Cancel safety
+///
+/// Awaiting a `TaskHandle` is cancel-safe: dropping the `await` leaves the task running and the
+/// handle can be awaited again.
+///
+/// ```
+/// use scopebus::{ctx, TaskError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let answer = ctx::spawn(async { 6 * 7 });
+///     assert_eq!(answer.await, Ok(42));
+///
+///     let forever = ctx::spawn(std::future::pending::<()>());
+///     forever.abort(); // an aborted task is not a failure of the scope
+///     assert_eq!(forever.await, Err(TaskError::Cancelled));
+/// }).await;
+/// # }
+/// ```
+pub struct TaskHandle<T> {
+    join: JoinHandle<Result<T, TaskError>>,
+}
+
+impl<T> TaskHandle<T> {
+    /// Cancels the task: its future is dropped at its next `await` point. Awaiting the handle
+    /// then gives [`TaskError::Cancelled`] (unless the task had already finished). Aborting a
+    /// task is not a failure of its scope.
+    pub fn abort(&self) {
+        self.join.abort();
+    }
+
+    /// `true` once the task has finished, in any way.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(Pin::new(&mut self.join).poll(cx)) {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => {
+                Err(TaskError::Panicked(panic_message(&*error.into_panic())))
+            }
+            Err(_) => Err(TaskError::Cancelled),
+        })
+    }
+}
+
+impl<T> std::fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+type Guarded<F> = Instrumented<TaskLocalFuture<Arc<Frame>, CatchUnwind<AssertUnwindSafe<F>>>>;
+
+/// A user future as run by a scope (see the module documentation).
+#[pin_project]
+struct TaskFuture<F: Future> {
+    #[pin]
+    inner: Guarded<F>,
+    watch: AbortWatch,
+    frame: Arc<Frame>,
+    _token: TaskTrackerToken,
+}
+
+impl<F: Future> Future for TaskFuture<F> {
+    type Output = Result<F::Output, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.watch.poll_aborted(cx) {
+            return Poll::Ready(Err(TaskError::Cancelled));
+        }
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(value) => Ok(value),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                this.frame.fail(payload);
+                Err(TaskError::Panicked(message))
+            }
+        })
+    }
+}
+
+/// Starts `future` as a task of `frame`'s scope.
+pub(crate) fn spawn_in<F>(frame: &Arc<Frame>, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if frame.is_finished() {
+        return Err(SpawnError::ScopeFinished);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+    let task = TaskFuture {
+        inner: context::scoped(frame.clone(), AssertUnwindSafe(future).catch_unwind())
+            .instrument(frame.span.clone()),
+        watch: AbortWatch::new(frame.abort.clone()),
+        frame: frame.clone(),
+        _token: frame.tasks.token(),
+    };
+    Ok(TaskHandle {
+        join: runtime.spawn(task),
+    })
+}

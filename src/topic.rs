@@ -1,0 +1,113 @@
+//! [`Topic<E>`]: the subscribers of one event type on one bus, and the fan-out.
+//!
+//! Invariants:
+//! - A send assigns the envelope's sequence number and pushes it into every live queue while
+//!   holding `inner`: sends of one type are serialised, so every subscription of the type sees
+//!   the same order (the send order), whatever threads the senders run on.
+//! - `live` mirrors `inner.subs.len()` (updated under the lock) so that a send with no
+//!   subscriber returns without locking and without allocating.
+//! - Wakers are collected during fan-out and woken after `inner` is released.
+//! - Once `closed`, the topic accepts no subscriber and no event, for good.
+//!
+//! Lock order: bus topic map (read) → topic → queue.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{SendError, SendErrorKind};
+use crate::event::Envelope;
+use crate::scope::ScopeInfo;
+use crate::subscription::{EndReason, Queue};
+use crate::sync::{WakeList, lock};
+
+pub(crate) struct Topic<E> {
+    inner: Mutex<TopicInner<E>>,
+    live: AtomicUsize,
+}
+
+struct TopicInner<E> {
+    subs: Vec<Arc<Queue<E>>>,
+    closed: bool,
+}
+
+/// The type-erased face of a topic, for what the bus does to all topics alike.
+pub(crate) trait AnyTopic: Any + Send + Sync {
+    /// Closes the topic and ends every queue with `reason`.
+    fn close(&self, reason: EndReason);
+}
+
+impl<E: Send + Sync + 'static> Topic<E> {
+    pub(crate) fn new(closed: bool) -> Self {
+        Self {
+            inner: Mutex::new(TopicInner {
+                subs: Vec::new(),
+                closed,
+            }),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Publishes `event` to every live subscription; returns how many accepted it.
+    pub(crate) fn send(
+        &self,
+        next_seq: impl FnOnce() -> u64,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+    ) -> Result<usize, SendError<E>> {
+        if self.live.load(Ordering::Acquire) == 0 {
+            return Ok(0);
+        }
+        let mut envelope = Envelope::new(event, origin.clone());
+        let mut wakers = WakeList::new();
+        let inner = lock(&self.inner);
+        if inner.closed {
+            drop(inner);
+            let event = envelope.into_event().expect("envelope not shared");
+            return Err(SendError::new(SendErrorKind::Closed, event));
+        }
+        envelope.set_seq(next_seq());
+        let mut accepted = 0;
+        for queue in &inner.subs {
+            accepted += usize::from(queue.push(&envelope, &mut wakers));
+        }
+        drop(inner);
+        wakers.wake_all();
+        Ok(accepted)
+    }
+
+    /// Adds a queue; `false` if the topic is closed.
+    pub(crate) fn add(&self, queue: Arc<Queue<E>>) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return false;
+        }
+        inner.subs.push(queue);
+        self.live.store(inner.subs.len(), Ordering::Release);
+        true
+    }
+
+    /// Removes the queue with `id`, if attached.
+    pub(crate) fn remove(&self, id: u64) {
+        let mut inner = lock(&self.inner);
+        if let Some(index) = inner.subs.iter().position(|queue| queue.id == id) {
+            let queue = inner.subs.swap_remove(index);
+            self.live.store(inner.subs.len(), Ordering::Release);
+            drop(inner);
+            drop(queue);
+        }
+    }
+}
+
+impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
+    fn close(&self, reason: EndReason) {
+        let mut inner = lock(&self.inner);
+        inner.closed = true;
+        let subs = std::mem::take(&mut inner.subs);
+        self.live.store(0, Ordering::Release);
+        drop(inner);
+        for queue in subs {
+            queue.end(reason);
+        }
+    }
+}
