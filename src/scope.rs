@@ -346,6 +346,8 @@ impl Frame {
     /// Cancels everything: the `run` future was dropped before the scope finished.
     fn cancel(&self) {
         tracing::debug!(parent: &self.span, "scope cancelled: its run future was dropped");
+        // First, so that `Drop` code of the tasks being aborted cannot start new ones.
+        self.finished.store(true, Ordering::Release);
         self.shutdown.cancel();
         self.abort.abort();
         self.end_subscriptions(EndReason::ScopeCancelled);

@@ -1,0 +1,334 @@
+//! The bus (SPEC §2): placement, exact-type routing, fan-out, start position, order, no loss.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{both, multi};
+use futures::StreamExt;
+use scopebus::{Envelope, Subscription, ctx};
+
+#[derive(Debug, PartialEq)]
+struct Msg(u32);
+
+/// Everything a subscription holds right now (the stream is polled until it would wait).
+fn drain<E: Send + Sync + 'static>(sub: &mut Subscription<E>) -> Vec<Envelope<E>> {
+    let mut out = Vec::new();
+    while let Some(Some(event)) = sub.next().now_or_never() {
+        out.push(event);
+    }
+    out
+}
+
+use futures::FutureExt;
+
+fn values(events: Vec<Envelope<Msg>>) -> Vec<u32> {
+    events.iter().map(|e| e.0).collect()
+}
+
+#[test]
+fn independent_roots_do_not_see_each_other() {
+    both(|| async {
+        let (a_seen, b_seen) = tokio::join!(
+            ctx::scope("a").run(async {
+                let mut sub = ctx::subscribe::<Msg>();
+                tokio::task::yield_now().await;
+                ctx::send(Msg(1));
+                tokio::task::yield_now().await;
+                values(drain(&mut sub))
+            }),
+            ctx::scope("b").run(async {
+                let mut sub = ctx::subscribe::<Msg>();
+                tokio::task::yield_now().await;
+                ctx::send(Msg(2));
+                tokio::task::yield_now().await;
+                values(drain(&mut sub))
+            }),
+        );
+        assert_eq!(a_seen, vec![1]);
+        assert_eq!(b_seen, vec![2]);
+    });
+}
+
+#[test]
+fn nested_scopes_share_the_bus_both_ways() {
+    both(|| async {
+        ctx::scope("parent")
+            .run(async {
+                let mut outer = ctx::subscribe::<Msg>();
+                let inner_seen = ctx::scope("child")
+                    .run(async {
+                        let mut inner = ctx::subscribe::<Msg>();
+                        assert_eq!(ctx::send(Msg(1)), 2, "child send reaches parent and child");
+                        // Events sent by the parent's code reach the child's subscription.
+                        ctx::scope("grandchild").run(async { ctx::send(Msg(2)) }).await;
+                        values(drain(&mut inner))
+                    })
+                    .await;
+                assert_eq!(inner_seen, vec![1, 2]);
+                assert_eq!(values(drain(&mut outer)), vec![1, 2]);
+                // And the parent's own sends reach a child's subscription.
+                let seen = ctx::scope("child2")
+                    .run(async {
+                        let mut inner = ctx::subscribe::<Msg>();
+                        let parent = ctx::spawn(async { ctx::send(Msg(3)) });
+                        parent.await.unwrap();
+                        values(drain(&mut inner))
+                    })
+                    .await;
+                assert_eq!(seen, vec![3]);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn isolated_scopes_are_separate_both_ways() {
+    both(|| async {
+        ctx::scope("parent")
+            .run(async {
+                let mut outer = ctx::subscribe::<Msg>();
+                let inner_seen = ctx::scope("isolated")
+                    .isolated()
+                    .run(async {
+                        let mut inner = ctx::subscribe::<Msg>();
+                        assert_eq!(ctx::send(Msg(1)), 1, "only the isolated bus");
+                        // A scope nested in the isolated one shares the isolated bus.
+                        let nested = ctx::scope("nested")
+                            .run(async {
+                                let mut nested = ctx::subscribe::<Msg>();
+                                assert_eq!(ctx::send(Msg(2)), 2);
+                                values(drain(&mut nested))
+                            })
+                            .await;
+                        assert_eq!(nested, vec![2]);
+                        values(drain(&mut inner))
+                    })
+                    .await;
+                assert_eq!(inner_seen, vec![1, 2]);
+                assert!(drain(&mut outer).is_empty(), "nothing leaks out");
+
+                // Nothing leaks in either.
+                let seen = ctx::scope("isolated2")
+                    .isolated()
+                    .run(async {
+                        let mut inner = ctx::subscribe::<Msg>();
+                        let parent_send = ctx::spawn(async { ctx::send(Msg(9)) });
+                        assert_eq!(parent_send.await.unwrap(), 1, "only the task's own bus");
+                        values(drain(&mut inner))
+                    })
+                    .await;
+                assert_eq!(seen, vec![9], "the task runs in the isolated scope");
+                assert_eq!(ctx::send(Msg(10)), 1);
+                assert_eq!(values(drain(&mut outer)), vec![10]);
+            })
+            .await;
+    });
+}
+
+#[derive(Debug, PartialEq)]
+struct Wrapper<T>(T);
+type Alias = Wrapper<u32>;
+
+#[test]
+fn routing_is_by_exact_type() {
+    both(|| async {
+        ctx::scope("types")
+            .run(async {
+                let mut small = ctx::subscribe::<Wrapper<u32>>();
+                let mut big = ctx::subscribe::<Wrapper<u64>>();
+                let mut alias = ctx::subscribe::<Alias>();
+                assert_eq!(ctx::send(Wrapper(1u32)), 2, "Wrapper<u32> and its alias");
+                assert_eq!(ctx::send(Wrapper(2u64)), 1);
+                assert_eq!(ctx::send(Wrapper(3u16)), 0, "nobody listens to Wrapper<u16>");
+                assert_eq!(drain(&mut small).iter().map(|e| e.0).collect::<Vec<_>>(), [1]);
+                assert_eq!(drain(&mut big).iter().map(|e| e.0).collect::<Vec<_>>(), [2]);
+                assert_eq!(drain(&mut alias).iter().map(|e| e.0).collect::<Vec<_>>(), [1]);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn fan_out_counts_and_shares_one_allocation() {
+    both(|| async {
+        ctx::scope("fanout")
+            .run(async {
+                assert_eq!(ctx::send(Msg(0)), 0);
+                let mut subs: Vec<_> = (0..5).map(|_| ctx::subscribe::<Msg>()).collect();
+                assert_eq!(ctx::send(Msg(1)), 5);
+                let dropped = subs.pop().unwrap();
+                drop(dropped);
+                assert_eq!(ctx::send(Msg(2)), 4, "a dropped subscription is no longer counted");
+                let received: Vec<Vec<Envelope<Msg>>> = subs.iter_mut().map(drain).collect();
+                for events in &received {
+                    assert_eq!(events.len(), 2);
+                    assert!(Envelope::ptr_eq(&events[0], &received[0][0]), "one allocation");
+                }
+            })
+            .await;
+    });
+}
+
+#[test]
+fn start_position_is_fixed_by_subscribe() {
+    both(|| async {
+        ctx::scope("start")
+            .run(async {
+                ctx::send(Msg(1)); // before: never seen
+                let mut sub = ctx::subscribe::<Msg>();
+                ctx::send(Msg(2)); // after subscribe, before the first poll: seen
+                let late = ctx::spawn(async { ctx::send(Msg(3)) });
+                late.await.unwrap();
+                assert_eq!(values(drain(&mut sub)), vec![2, 3]);
+            })
+            .await;
+    });
+}
+
+/// Neither `Clone` nor `Debug`, and not `Unpin` either.
+struct Opaque {
+    value: u64,
+    _pin: std::marker::PhantomPinned,
+}
+
+#[test]
+fn events_need_neither_clone_nor_debug() {
+    both(|| async {
+        ctx::scope("opaque")
+            .run(async {
+                let mut a = ctx::subscribe::<Opaque>();
+                let mut b = ctx::subscribe::<Opaque>();
+                assert_eq!(
+                    ctx::send(Opaque {
+                        value: 5,
+                        _pin: std::marker::PhantomPinned
+                    }),
+                    2
+                );
+                assert_eq!(a.next().await.unwrap().value, 5);
+                assert_eq!(b.next().await.unwrap().value, 5);
+                let sub_debug = format!("{a:?}");
+                assert!(sub_debug.contains("Opaque"), "{sub_debug}");
+            })
+            .await;
+    });
+}
+
+#[test]
+fn slow_subscriber_gets_100k_events_in_order() {
+    both(|| async {
+        ctx::scope("fifo")
+            .run(async {
+                let mut sub = ctx::subscribe::<u64>();
+                let reader = ctx::spawn(async move {
+                    let mut expected = 0u64;
+                    while let Some(event) = sub.next().await {
+                        assert_eq!(*event, expected, "FIFO, no loss");
+                        expected += 1;
+                        if expected % 1000 == 0 {
+                            tokio::task::yield_now().await; // slow reader
+                        }
+                    }
+                    expected
+                });
+                for i in 0..100_000u64 {
+                    assert_eq!(ctx::send(i), 1);
+                }
+                reader
+            })
+            .await
+            .await
+            .map(|count| assert_eq!(count, 100_000))
+            .unwrap();
+    });
+}
+
+#[test]
+fn sequence_numbers_increase_and_origin_is_the_sender() {
+    both(|| async {
+        ctx::scope("root")
+            .run(async {
+                let mut sub = ctx::subscribe::<Msg>();
+                ctx::send(Msg(1));
+                ctx::scope("child").run(async { ctx::send(Msg(2)) }).await;
+                let events = drain(&mut sub);
+                assert!(events[0].seq() < events[1].seq());
+                assert_eq!(events[0].origin().name(), "root");
+                assert_eq!(events[1].origin().name(), "child");
+                assert_ne!(events[0].origin().id(), events[1].origin().id());
+                assert!(events[0].sent_at() <= events[1].sent_at());
+            })
+            .await;
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tagged {
+    producer: usize,
+    n: u64,
+}
+
+#[test]
+fn four_producers_four_subscribers_one_order() {
+    const PER_PRODUCER: u64 = 20_000;
+    multi(async {
+        // Consumer tasks are joined by the scope; their handles still hold the results.
+        let consumers = ctx::scope("4x4")
+            .run(async {
+                let consumers: Vec<_> = (0..4)
+                    .map(|_| {
+                        let mut sub = ctx::subscribe::<Tagged>();
+                        ctx::spawn(async move {
+                            let mut seen = Vec::new();
+                            while let Some(event) = sub.next().await {
+                                seen.push((event.seq(), *event));
+                            }
+                            seen
+                        })
+                    })
+                    .collect();
+                // Start all producers together so that they really overlap on both workers.
+                let go = Arc::new(AtomicBool::new(false));
+                let producers: Vec<_> = (0..4)
+                    .map(|producer| {
+                        let go = go.clone();
+                        ctx::spawn(async move {
+                            while !go.load(Ordering::Acquire) {
+                                tokio::task::yield_now().await;
+                            }
+                            for n in 0..PER_PRODUCER {
+                                assert_eq!(ctx::send(Tagged { producer, n }), 4);
+                                if n % 256 == 255 {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                go.store(true, Ordering::Release);
+                for producer in producers {
+                    producer.await.unwrap();
+                }
+                consumers
+            })
+            .await;
+        let mut all = Vec::new();
+        for consumer in consumers {
+            all.push(consumer.await.unwrap());
+        }
+        for seen in &all {
+            assert_eq!(seen.len() as u64, 4 * PER_PRODUCER, "exact count");
+            let mut next = [0u64; 4];
+            for (_, event) in seen {
+                assert_eq!(event.n, next[event.producer], "per-producer order");
+                next[event.producer] += 1;
+            }
+            assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "sequence follows delivery order");
+        }
+        for seen in &all[1..] {
+            assert_eq!(seen, &all[0], "every subscriber sees one identical order");
+        }
+    });
+}
