@@ -123,7 +123,7 @@ fn downcast<E: Send + Sync + 'static>(topic: &dyn AnyTopic) -> &Topic<E> {
 
 fn downcast_arc<E: Send + Sync + 'static>(topic: &Arc<dyn AnyTopic>) -> Arc<Topic<E>> {
     let any: Arc<dyn Any + Send + Sync> = topic.clone();
-    any.downcast::<Topic<E>>().ok().expect(KEYED_BY_TYPE)
+    any.downcast::<Topic<E>>().expect(KEYED_BY_TYPE)
 }
 
 /// A hasher for `TypeId` keys: a `TypeId` is already a high-quality hash, so use its bits.
@@ -138,7 +138,8 @@ impl Hasher for TypeIdHasher {
     fn write(&mut self, bytes: &[u8]) {
         // Not used by `TypeId` today; fold the bytes in so any other use still hashes well.
         for &byte in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
 

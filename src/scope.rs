@@ -180,7 +180,10 @@ impl fmt::Debug for Scope {
         f.debug_struct("Scope")
             .field("name", &self.name)
             .field("isolated", &self.isolated)
-            .field("shutdown_on", &self.shutdown_on.as_ref().map(|(_, grace)| grace))
+            .field(
+                "shutdown_on",
+                &self.shutdown_on.as_ref().map(|(_, grace)| grace),
+            )
             .finish()
     }
 }

@@ -130,7 +130,10 @@ impl<F: Future> Future for TaskFuture<F> {
 }
 
 /// Starts `future` as a task of `frame`'s scope.
-pub(crate) fn spawn_in<F>(frame: &Arc<Frame>, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
+pub(crate) fn spawn_in<F>(
+    frame: &Arc<Frame>,
+    future: F,
+) -> Result<TaskHandle<F::Output>, SpawnError>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,

@@ -250,7 +250,14 @@ impl<E: Send + Sync + 'static> Stream for Subscription<E> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.local.len(), if self.queue.is_none() { Some(self.local.len()) } else { None })
+        (
+            self.local.len(),
+            if self.queue.is_none() {
+                Some(self.local.len())
+            } else {
+                None
+            },
+        )
     }
 }
 

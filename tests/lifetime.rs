@@ -1,5 +1,8 @@
 //! Scope lifetime (SPEC §3): context in tasks, exit order, closed bus, failure, abort, drop.
 
+// Scopes here often return a task handle to await after the scope has joined the task.
+#![allow(clippy::async_yields_async)]
+
 mod common;
 
 use std::panic::AssertUnwindSafe;
@@ -99,7 +102,10 @@ fn bus_is_closed_after_the_body_returns() {
                     let plain = ctx::send(Job(2));
                     assert_eq!(plain, 0, "plain send on a closed bus delivers nothing");
                     let mut late = ctx::subscribe::<Job>();
-                    assert!(late.next().await.is_none(), "an ended subscription, not a hang");
+                    assert!(
+                        late.next().await.is_none(),
+                        "an ended subscription, not a hang"
+                    );
                     // Tasks may still spawn tasks while the scope waits for them.
                     let spawn_ok = ctx::try_spawn(async {}).is_ok();
                     (send, late.end_reason(), spawn_ok)
@@ -188,7 +194,10 @@ fn a_panicking_task_fails_the_scope_and_cancels_everything() {
                 tokio::task::yield_now().await;
                 panic!("boom in a task");
             });
-            assert_eq!(failing.await, Err(TaskError::Panicked("boom in a task".into())));
+            assert_eq!(
+                failing.await,
+                Err(TaskError::Panicked("boom in a task".into()))
+            );
             // The body is cancelled at its next await.
             let _keep = guard;
             std::future::pending::<()>().await;
@@ -198,7 +207,11 @@ fn a_panicking_task_fails_the_scope_and_cancels_everything() {
         .await;
         let payload = result.expect_err("the panic comes out of run");
         assert_eq!(panic_text(&*payload), "boom in a task");
-        assert_eq!(counter.live(), 0, "body, sibling and nested task were all dropped");
+        assert_eq!(
+            counter.live(),
+            0,
+            "body, sibling and nested task were all dropped"
+        );
     });
 }
 
@@ -329,13 +342,20 @@ fn dropping_run_aborts_every_task_of_the_scope_and_nested_scopes() {
         }
         scope.abort(); // drops the run future
         for _ in 0..4 {
-            dropped_rx.recv().await.expect("every task's future is dropped");
+            dropped_rx
+                .recv()
+                .await
+                .expect("every task's future is dropped");
         }
         let frozen = ticks.load(Ordering::SeqCst);
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(ticks.load(Ordering::SeqCst), frozen, "the counter stopped moving");
+        assert_eq!(
+            ticks.load(Ordering::SeqCst),
+            frozen,
+            "the counter stopped moving"
+        );
     });
 }
 
@@ -371,7 +391,9 @@ fn thousands_of_short_scopes_leave_nothing_running() {
                 })
                 .await;
         }
-        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         assert_eq!(alive, 0);
     });
 }

@@ -47,23 +47,38 @@ fn plain_forms_panic_with_guidance() {
             "`ctx::{f}` called outside of a scope; wrap the task in `ctx::scope(..).run(..)` or start it with `ctx::spawn`"
         )
     };
-    assert_eq!(panic_message_of(|| {
-        let _ = ctx::send(NotDebug);
-    }), expected("send"));
+    assert_eq!(
+        panic_message_of(|| {
+            let _ = ctx::send(NotDebug);
+        }),
+        expected("send")
+    );
     assert_eq!(
         panic_message_of(|| drop(ctx::subscribe::<NotDebug>())),
         expected("subscribe")
     );
-    assert_eq!(panic_message_of(|| drop(ctx::spawn(async {}))), expected("spawn"));
-    assert_eq!(panic_message_of(|| drop(ctx::cancelled())), expected("cancelled"));
-    assert_eq!(panic_message_of(|| {
-        let _ = ctx::is_cancelled();
-    }), expected("is_cancelled"));
+    assert_eq!(
+        panic_message_of(|| drop(ctx::spawn(async {}))),
+        expected("spawn")
+    );
+    assert_eq!(
+        panic_message_of(|| drop(ctx::cancelled())),
+        expected("cancelled")
+    );
+    assert_eq!(
+        panic_message_of(|| {
+            let _ = ctx::is_cancelled();
+        }),
+        expected("is_cancelled")
+    );
     assert_eq!(
         panic_message_of(|| ctx::shutdown(std::time::Duration::ZERO)),
         expected("shutdown")
     );
-    assert_eq!(panic_message_of(|| drop(ctx::current())), expected("current"));
+    assert_eq!(
+        panic_message_of(|| drop(ctx::current())),
+        expected("current")
+    );
 }
 
 #[test]

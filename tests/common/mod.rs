@@ -37,7 +37,10 @@ pub fn multi<Fut: Future<Output = ()> + Send + 'static>(fut: Fut) {
 
 async fn bounded<Fut: Future<Output = ()>>(fut: Fut, flavor: &str) {
     // A hang guard, not a timing assertion: nothing here takes more than a second.
-    if tokio::time::timeout(Duration::from_secs(60), fut).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .is_err()
+    {
         panic!("scenario hung on the {flavor} runtime");
     }
 }
