@@ -43,7 +43,7 @@ use tracing::Instrument;
 use crate::abort::{AbortNode, AbortWatch};
 use crate::bus::Bus;
 use crate::context;
-use crate::error::panic_message;
+use crate::error::{SendError, panic_message};
 use crate::subscription::{EndReason, Endable, Subscription};
 use crate::sync::lock;
 
@@ -481,6 +481,46 @@ impl ScopeHandle {
     /// The scope's name and id.
     pub fn info(&self) -> &ScopeInfo {
         &self.frame.info
+    }
+
+    /// Publishes `event` on this scope's bus, from anywhere: another scope (an isolated
+    /// component answering its parent), a task of another runtime, or a plain thread. The
+    /// envelope's origin is this scope. Returns how many subscriptions accepted it (0 once the
+    /// bus is closed); see [`ctx::send`](crate::ctx::send).
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use scopebus::ctx;
+    ///
+    /// struct Done(u32);
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// ctx::scope("app").run(async {
+    ///     let mut done = ctx::subscribe::<Done>();
+    ///     let app = ctx::current();
+    ///     std::thread::spawn(move || app.send(Done(1))).join().unwrap();
+    ///     assert_eq!(done.next().await.unwrap().0, 1);
+    /// }).await;
+    /// # }
+    /// ```
+    pub fn send<E: Send + Sync + 'static>(&self, event: E) -> usize {
+        self.try_send(event).unwrap_or(0)
+    }
+
+    /// Publishes like [`ScopeHandle::send`], or says why it could not.
+    ///
+    /// # Errors
+    ///
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) once the bus is closed.
+    pub fn try_send<E: Send + Sync + 'static>(&self, event: E) -> Result<usize, SendError<E>> {
+        self.frame.bus.send(&self.frame.info, event)
+    }
+
+    /// Subscribes to `E` on this scope's bus; the subscription is owned by this scope (it ends
+    /// when this scope's body completes). See [`ctx::subscribe`](crate::ctx::subscribe).
+    pub fn subscribe<E: Send + Sync + 'static>(&self) -> Subscription<E> {
+        self.frame.subscribe()
     }
 
     /// Asks the scope to shut down gracefully: raises its cancellation signal (seen by

@@ -357,3 +357,50 @@ fn four_producers_four_subscribers_one_order() {
         }
     });
 }
+
+#[test]
+fn a_scope_handle_reaches_its_bus_from_an_isolated_scope_and_a_thread() {
+    both(|| async {
+        ctx::scope("app")
+            .run(async {
+                let app = ctx::current();
+                let mut results = ctx::subscribe::<Msg>();
+                let inner_seen = ctx::scope("component")
+                    .isolated()
+                    .run(async move {
+                        // Subscribe on the parent's bus from inside the isolated scope.
+                        let mut requests = app.subscribe::<u64>();
+                        let mut inner = ctx::subscribe::<Msg>();
+                        assert_eq!(app.send(7u64), 1);
+                        assert_eq!(*requests.next().await.unwrap(), 7);
+                        // Answer on the parent's bus; the isolated bus does not see it.
+                        assert_eq!(app.send(Msg(8)), 1);
+                        let thread_app = app.clone();
+                        let sent = std::thread::spawn(move || thread_app.send(Msg(9)))
+                            .join()
+                            .unwrap();
+                        assert_eq!(sent, 1);
+                        values(drain(&mut inner))
+                    })
+                    .await;
+                assert!(inner_seen.is_empty());
+                let got = drain(&mut results);
+                assert_eq!(values(got.clone()), vec![8, 9]);
+                assert_eq!(
+                    got[0].origin().name(),
+                    "app",
+                    "the handle's scope is the origin"
+                );
+            })
+            .await;
+        // After the scope, the handle's bus is closed.
+        let app = ctx::scope("gone").run(async { ctx::current() }).await;
+        assert_eq!(
+            app.try_send(Msg(1)).unwrap_err().kind(),
+            scopebus::SendErrorKind::Closed
+        );
+        assert_eq!(app.send(Msg(1)), 0);
+        let mut late = app.subscribe::<Msg>();
+        assert!(late.next().await.is_none());
+    });
+}
