@@ -293,45 +293,40 @@ fn dropping_the_handle_does_not_cancel_the_task() {
     });
 }
 
+/// Sends `()` when dropped.
+struct NotifyOnDrop(mpsc::UnboundedSender<()>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A task that says it started, then counts forever until its future is dropped.
+async fn ticker(ticks: Arc<AtomicU64>, guard: NotifyOnDrop, started: mpsc::UnboundedSender<()>) {
+    let _guard = guard;
+    started.send(()).unwrap();
+    loop {
+        ticks.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+    }
+}
+
 #[test]
 fn dropping_run_aborts_every_task_of_the_scope_and_nested_scopes() {
     both(|| async {
         let ticks = Arc::new(AtomicU64::new(0));
         let (dropped_tx, mut dropped_rx) = mpsc::unbounded_channel::<()>();
-        struct Notify(mpsc::UnboundedSender<()>);
-        impl Drop for Notify {
-            fn drop(&mut self) {
-                let _ = self.0.send(());
-            }
-        }
         let (started_tx, mut started_rx) = mpsc::unbounded_channel::<()>();
         let t = ticks.clone();
         let scope = ctx::scope("doomed").run(async move {
             for _ in 0..3 {
-                let ticks = t.clone();
-                let guard = Notify(dropped_tx.clone());
-                let started = started_tx.clone();
-                ctx::spawn(async move {
-                    let _guard = guard;
-                    started.send(()).unwrap();
-                    loop {
-                        ticks.fetch_add(1, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                    }
-                });
+                let guard = NotifyOnDrop(dropped_tx.clone());
+                ctx::spawn(ticker(t.clone(), guard, started_tx.clone()));
             }
-            let ticks = t.clone();
-            let guard = Notify(dropped_tx.clone());
-            let started = started_tx.clone();
+            let guard = NotifyOnDrop(dropped_tx.clone());
             ctx::spawn(ctx::scope("nested").run(async move {
-                ctx::spawn(async move {
-                    let _guard = guard;
-                    started.send(()).unwrap();
-                    loop {
-                        ticks.fetch_add(1, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                    }
-                });
+                ctx::spawn(ticker(t, guard, started_tx));
                 std::future::pending::<()>().await
             }));
             std::future::pending::<()>().await
