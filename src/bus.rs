@@ -21,7 +21,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::error::{SendError, SendErrorKind};
 use crate::scope::ScopeInfo;
 use crate::subscription::{EndReason, Queue};
-use crate::topic::{AnyTopic, Topic};
+use crate::topic::{AnyTopic, Topic, Unsent};
 
 type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>;
 
@@ -55,15 +55,20 @@ impl Bus {
         if self.is_closed() {
             return Err(SendError::new(SendErrorKind::Closed, event));
         }
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        match topics.get(&TypeId::of::<E>()) {
-            None => Ok(0),
-            Some(topic) => downcast::<E>(topic.as_ref()).send(
-                || self.seq.fetch_add(1, Ordering::Relaxed),
-                origin,
-                event,
-            ),
-        }
+        let (result, unsent) = {
+            let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+            match topics.get(&TypeId::of::<E>()) {
+                None => (Ok(0), Unsent::Event(event)),
+                Some(topic) => downcast::<E>(topic.as_ref()).send(
+                    || self.seq.fetch_add(1, Ordering::Relaxed),
+                    origin,
+                    event,
+                ),
+            }
+        };
+        // Dropped outside the lock: the payload's `Drop` may use this bus.
+        drop(unsent);
+        result
     }
 
     /// Attaches a new queue for `E`; `None` if the bus is closed.

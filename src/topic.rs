@@ -7,6 +7,9 @@
 //! - `live` mirrors `inner.subs.len()` (updated under the lock) so that a send with no
 //!   subscriber returns without locking and without allocating.
 //! - Wakers are collected during fan-out and woken after `inner` is released.
+//! - An event is never dropped while a lock of the crate is held: `send` hands back what it
+//!   did not deliver ([`Unsent`]), for the caller to drop after releasing the bus map's lock,
+//!   since a payload's `Drop` may send or subscribe.
 //! - Once `closed`, the topic accepts no subscriber and no event, for good.
 //!
 //! Lock order: bus topic map (read) → topic → queue.
@@ -31,6 +34,16 @@ struct TopicInner<E> {
     closed: bool,
 }
 
+/// What a send hands back to be dropped once every lock is released.
+#[expect(dead_code, reason = "the values are held only to be dropped later")]
+pub(crate) enum Unsent<E> {
+    Nothing,
+    /// Nobody was subscribed.
+    Event(E),
+    /// The sender's own handle; the last one if no queue accepted the event.
+    Envelope(Envelope<E>),
+}
+
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     /// Closes the topic and ends every queue with `reason`.
@@ -49,14 +62,17 @@ impl<E: Send + Sync + 'static> Topic<E> {
     }
 
     /// Publishes `event` to every live subscription; returns how many accepted it.
+    ///
+    /// The event is never dropped here: when nobody took it, it comes back in the [`Unsent`],
+    /// which the caller drops after releasing its own locks (the event's `Drop` may use the bus).
     pub(crate) fn send(
         &self,
         next_seq: impl FnOnce() -> u64,
         origin: &Arc<ScopeInfo>,
         event: E,
-    ) -> Result<usize, SendError<E>> {
+    ) -> (Result<usize, SendError<E>>, Unsent<E>) {
         if self.live.load(Ordering::Acquire) == 0 {
-            return Ok(0);
+            return (Ok(0), Unsent::Event(event));
         }
         let mut envelope = Envelope::new(event, origin.clone());
         let mut wakers = WakeList::new();
@@ -64,7 +80,10 @@ impl<E: Send + Sync + 'static> Topic<E> {
         if inner.closed {
             drop(inner);
             let event = envelope.into_event().expect("envelope not shared");
-            return Err(SendError::new(SendErrorKind::Closed, event));
+            return (
+                Err(SendError::new(SendErrorKind::Closed, event)),
+                Unsent::Nothing,
+            );
         }
         envelope.set_seq(next_seq());
         let mut accepted = 0;
@@ -73,7 +92,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         }
         drop(inner);
         wakers.wake_all();
-        Ok(accepted)
+        (Ok(accepted), Unsent::Envelope(envelope))
     }
 
     /// Adds a queue; `false` if the topic is closed.

@@ -404,3 +404,33 @@ fn a_scope_handle_reaches_its_bus_from_an_isolated_scope_and_a_thread() {
         assert!(late.next().await.is_none());
     });
 }
+
+/// Subscribes to a type nobody used before when dropped: needs the bus's write lock.
+struct SubscribesOnDrop<const N: usize>;
+
+struct FreshType<const N: usize>;
+
+impl<const N: usize> Drop for SubscribesOnDrop<N> {
+    fn drop(&mut self) {
+        let _late = ctx::subscribe::<FreshType<N>>();
+    }
+}
+
+#[test]
+fn an_event_dropped_undelivered_may_use_the_bus_in_its_drop() {
+    both(|| async {
+        ctx::scope("drop-reentry")
+            .run(async {
+                // No topic for the type yet: dropped at once.
+                assert_eq!(ctx::send(SubscribesOnDrop::<1>), 0);
+                // A topic with no subscriber left.
+                drop(ctx::subscribe::<SubscribesOnDrop<2>>());
+                assert_eq!(ctx::send(SubscribesOnDrop::<2>), 0);
+                // Delivered, then dropped by the reader.
+                let mut sub = ctx::subscribe::<SubscribesOnDrop<3>>();
+                assert_eq!(ctx::send(SubscribesOnDrop::<3>), 1);
+                drop(sub.next().await);
+            })
+            .await;
+    });
+}
