@@ -8,6 +8,8 @@
 //! - `closed` goes from `false` to `true` once, when the owning scope finishes its body; from then
 //!   on sends fail with `Closed` and subscriptions are created already ended.
 //! - Sequence numbers are drawn from one counter per bus, inside the topic lock (see `topic.rs`).
+//! - The drop callback is called, and undelivered or evicted payloads are dropped, only after
+//!   every lock of the send has been released.
 //!
 //! Lock order: `topics` (read or write) → topic → queue. The write lock is only taken to insert
 //! a new topic and to close the bus, never while a topic lock is held.
@@ -18,6 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::delivery::{DropCallback, DropLog, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::scope::ScopeInfo;
 use crate::subscription::{EndReason, Queue};
@@ -27,15 +30,21 @@ type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHash
 
 pub(crate) struct Bus {
     topics: RwLock<TopicMap>,
+    on_drop: Option<DropCallback>,
+    dropped_critical: AtomicU64,
+    dropped_lossy: AtomicU64,
     seq: AtomicU64,
     next_subscription: AtomicU64,
     closed: AtomicBool,
 }
 
 impl Bus {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(on_drop: Option<DropCallback>) -> Self {
         Self {
             topics: RwLock::new(TopicMap::default()),
+            on_drop,
+            dropped_critical: AtomicU64::new(0),
+            dropped_lossy: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             next_subscription: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -55,6 +64,7 @@ impl Bus {
         if self.is_closed() {
             return Err(SendError::new(SendErrorKind::Closed, event));
         }
+        let mut drops = DropLog::new();
         let (result, unsent) = {
             let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
             match topics.get(&TypeId::of::<E>()) {
@@ -63,19 +73,52 @@ impl Bus {
                     || self.seq.fetch_add(1, Ordering::Relaxed),
                     origin,
                     event,
+                    &mut drops,
                 ),
             }
         };
-        // Dropped outside the lock: the payload's `Drop` may use this bus.
+        // Everything below runs with no lock held: a payload's `Drop` or the drop callback may
+        // use this bus.
         drop(unsent);
+        self.account(drops);
         result
     }
 
+    /// Counts what a send lost and reports critical drops to the callback.
+    fn account<E: 'static>(&self, drops: DropLog<E>) {
+        if drops.critical > 0 {
+            self.dropped_critical
+                .fetch_add(drops.critical, Ordering::Relaxed);
+        }
+        if drops.lossy > 0 {
+            self.dropped_lossy.fetch_add(drops.lossy, Ordering::Relaxed);
+        }
+        if let Some(callback) = &self.on_drop {
+            for report in &drops.reports {
+                callback(report);
+            }
+        }
+        drop(drops.evicted);
+    }
+
+    /// Events lost by critical subscriptions of this bus.
+    pub(crate) fn dropped_critical(&self) -> u64 {
+        self.dropped_critical.load(Ordering::Relaxed)
+    }
+
+    /// Events lost by lossy subscriptions of this bus.
+    pub(crate) fn dropped_lossy(&self) -> u64 {
+        self.dropped_lossy.load(Ordering::Relaxed)
+    }
+
     /// Attaches a new queue for `E`; `None` if the bus is closed.
-    pub(crate) fn subscribe<E: Send + Sync + 'static>(&self) -> Option<Arc<Queue<E>>> {
+    pub(crate) fn subscribe<E: Send + Sync + 'static>(
+        &self,
+        policy: Policy,
+    ) -> Option<Arc<Queue<E>>> {
         let topic = self.topic::<E>();
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(Queue::new(id, Arc::downgrade(&topic)));
+        let queue = Arc::new(Queue::new(id, Arc::downgrade(&topic), policy));
         topic.add(queue.clone()).then_some(queue)
     }
 

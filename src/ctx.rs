@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::context;
+use crate::delivery::{Policy, SubscriptionBuilder};
 use crate::error::{SendError, SendErrorKind, SpawnError, SubscribeError, no_scope_panic};
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
@@ -106,7 +107,32 @@ pub fn subscribe<E: Send + Sync + 'static>() -> Subscription<E> {
 ///
 /// [`SubscribeError::NoScope`] outside of a scope.
 pub fn try_subscribe<E: Send + Sync + 'static>() -> Result<Subscription<E>, SubscribeError> {
-    context::with(|frame| frame.subscribe::<E>()).ok_or(SubscribeError::NoScope)
+    context::with(|frame| frame.subscribe_with::<E>(Policy::lossless()))
+        .ok_or(SubscribeError::NoScope)
+}
+
+/// Options for a subscription to `E`: bounded with an overflow policy, keep-latest, lossy,
+/// named. Finish with [`SubscriptionBuilder::subscribe`].
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// struct Position { x: i32 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("ui").run(async {
+///     let mut cursor = ctx::subscription::<Position>().keep_latest().subscribe();
+///     for x in 0..10 {
+///         ctx::send(Position { x });
+///     }
+///     assert_eq!(cursor.try_next().unwrap().x, 9); // only the newest is kept
+///     assert_eq!(cursor.missed(), 9);              // and the gap is visible
+/// }).await;
+/// # }
+/// ```
+pub fn subscription<E: Send + Sync + 'static>() -> SubscriptionBuilder<E> {
+    SubscriptionBuilder::new()
 }
 
 /// Starts `future` as a task of the current scope, on the current tokio runtime.

@@ -40,6 +40,7 @@ mod abort;
 mod bus;
 mod context;
 pub mod ctx;
+mod delivery;
 mod error;
 mod event;
 mod scope;
@@ -48,11 +49,12 @@ mod subscription;
 mod sync;
 mod topic;
 
+pub use delivery::{DropReport, Overflow, SubscriptionBuilder};
 pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::Envelope;
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
-pub use subscription::{EndReason, Subscription};
+pub use subscription::{EndReason, Subscription, TryNextError};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

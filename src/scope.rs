@@ -43,6 +43,7 @@ use tracing::Instrument;
 use crate::abort::{AbortNode, AbortWatch};
 use crate::bus::Bus;
 use crate::context;
+use crate::delivery::{DropCallback, DropReport, Policy};
 use crate::error::{SendError, panic_message};
 use crate::subscription::{EndReason, Endable, Subscription};
 use crate::sync::lock;
@@ -115,6 +116,7 @@ pub struct Scope {
     name: Cow<'static, str>,
     isolated: bool,
     shutdown_on: Option<(Signal, Duration)>,
+    on_drop: Option<DropCallback>,
 }
 
 impl Scope {
@@ -123,6 +125,7 @@ impl Scope {
             name,
             isolated: false,
             shutdown_on: None,
+            on_drop: None,
         }
     }
 
@@ -132,6 +135,21 @@ impl Scope {
     /// Isolation is about events only: cancellation and failure still flow from parent to child.
     pub fn isolated(mut self) -> Self {
         self.isolated = true;
+        self
+    }
+
+    /// Sets the drop callback of the bus this scope owns: called once per event lost by a
+    /// critical (not lossy) bounded subscription, with the event type, the subscriber's name and
+    /// its capacity. It is never called while a lock of the bus is held, so it may send or
+    /// subscribe; it runs on the sending thread, so keep it short (log, count, notify).
+    ///
+    /// Only a scope that owns a bus — a root scope or an isolated one — can set it: `run`
+    /// panics with an explanation if this scope turns out to share its parent's bus.
+    pub fn on_drop<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&DropReport) + Send + Sync + 'static,
+    {
+        self.on_drop = Some(Arc::new(callback));
         self
     }
 
@@ -202,6 +220,20 @@ pub(crate) struct Frame {
     owned: Mutex<Owned>,
     timers: Mutex<Vec<tokio::task::AbortHandle>>,
     finished: AtomicBool,
+    /// Keeps every ancestor's task tracker busy while this scope or any of its tasks is alive;
+    /// cloned into each task, taken out when the scope finishes or is cancelled (so a
+    /// `ScopeHandle` that outlives the scope holds nothing).
+    hold: Mutex<Option<Arc<Hold>>>,
+}
+
+/// One token in the parent's task tracker, and the parent's own hold: a chain up to the root.
+///
+/// Why: when a task running a nested scope is aborted, the nested `run` future is dropped and
+/// can only *start* aborting its tasks. Each of those tasks still holds the chain, so every
+/// ancestor keeps waiting until they are really gone — no task outlives any enclosing scope.
+pub(crate) struct Hold {
+    _token: tokio_util::task::task_tracker::TaskTrackerToken,
+    _parent: Option<Arc<Hold>>,
 }
 
 /// The subscriptions a scope created, ended when its body completes.
@@ -213,14 +245,27 @@ struct Owned {
 }
 
 impl Frame {
-    fn new(name: Cow<'static, str>, isolated: bool, parent: Option<&Frame>) -> Self {
+    fn new(
+        name: Cow<'static, str>,
+        isolated: bool,
+        on_drop: Option<DropCallback>,
+        parent: Option<&Frame>,
+    ) -> Self {
         let info = Arc::new(ScopeInfo {
             id: ScopeId::next(),
             name,
         });
         let (bus, owns_bus) = match parent {
-            Some(parent) if !isolated => (parent.bus.clone(), false),
-            _ => (Arc::new(Bus::new()), true),
+            Some(parent) if !isolated => {
+                assert!(
+                    on_drop.is_none(),
+                    "`Scope::on_drop` configures a bus, but scope `{}` shares its parent's bus; \
+                     set it on the root scope or make this scope `isolated()`",
+                    info.name
+                );
+                (parent.bus.clone(), false)
+            }
+            _ => (Arc::new(Bus::new(on_drop)), true),
         };
         let span = match parent {
             Some(parent) => tracing::info_span!(
@@ -249,12 +294,26 @@ impl Frame {
             }),
             timers: Mutex::new(Vec::new()),
             finished: AtomicBool::new(false),
+            hold: Mutex::new(parent.map(|parent| {
+                Arc::new(Hold {
+                    _token: parent.tasks.token(),
+                    _parent: lock(&parent.hold).clone(),
+                })
+            })),
         }
     }
 
+    /// The hold a new task of this scope keeps (see [`Hold`]).
+    pub(crate) fn hold(&self) -> Option<Arc<Hold>> {
+        lock(&self.hold).clone()
+    }
+
     /// A new subscription to `E`, owned by this scope.
-    pub(crate) fn subscribe<E: Send + Sync + 'static>(&self) -> Subscription<E> {
-        let Some(queue) = self.bus.subscribe::<E>() else {
+    pub(crate) fn subscribe_with<E: Send + Sync + 'static>(
+        &self,
+        policy: Policy,
+    ) -> Subscription<E> {
+        let Some(queue) = self.bus.subscribe::<E>(policy) else {
             return Subscription::ended(EndReason::BusClosed);
         };
         let weak: Weak<dyn Endable> = Arc::downgrade(&queue) as Weak<_>;
@@ -341,6 +400,7 @@ impl Frame {
     /// Marks the scope finished and stops its shutdown timers.
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
+        drop(lock(&self.hold).take());
         for timer in lock(&self.timers).drain(..) {
             timer.abort();
         }
@@ -379,9 +439,10 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         name,
         isolated,
         shutdown_on: mut signal,
+        on_drop,
     } = scope;
     let parent = context::current();
-    let frame = Arc::new(Frame::new(name, isolated, parent.as_deref()));
+    let frame = Arc::new(Frame::new(name, isolated, on_drop, parent.as_deref()));
     drop(parent);
     let guard = scopeguard::guard(frame.clone(), |frame| frame.cancel());
     tracing::debug!(parent: &frame.span, "scope started");
@@ -520,7 +581,24 @@ impl ScopeHandle {
     /// Subscribes to `E` on this scope's bus; the subscription is owned by this scope (it ends
     /// when this scope's body completes). See [`ctx::subscribe`](crate::ctx::subscribe).
     pub fn subscribe<E: Send + Sync + 'static>(&self) -> Subscription<E> {
-        self.frame.subscribe()
+        self.frame.subscribe_with(Policy::lossless())
+    }
+
+    pub(crate) fn subscribe_with<E: Send + Sync + 'static>(
+        &self,
+        policy: Policy,
+    ) -> Subscription<E> {
+        self.frame.subscribe_with(policy)
+    }
+
+    /// Events lost so far by critical (not lossy) subscriptions on this scope's bus.
+    pub fn dropped_critical(&self) -> u64 {
+        self.frame.bus.dropped_critical()
+    }
+
+    /// Events lost so far by lossy subscriptions on this scope's bus.
+    pub fn dropped_lossy(&self) -> u64 {
+        self.frame.bus.dropped_lossy()
     }
 
     /// Asks the scope to shut down gracefully: raises its cancellation signal (seen by

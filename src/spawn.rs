@@ -9,8 +9,11 @@
 //! - catches a panic, reports it to the scope (which fails) and ends with
 //!   [`TaskError::Panicked`].
 //!
+//! - holds its scope's [`Hold`], so every enclosing scope waits for it too, even when its own
+//!   scope's `run` future was dropped.
+//!
 //! Invariants: fields of `TaskFuture` drop in declaration order, so `inner` (the user's future)
-//! is dropped before the tracker token is released.
+//! is dropped before the tracker token and the hold are released.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -30,7 +33,7 @@ use tracing::instrument::Instrumented;
 use crate::abort::AbortWatch;
 use crate::context;
 use crate::error::{SpawnError, TaskError, panic_message};
-use crate::scope::Frame;
+use crate::scope::{Frame, Hold};
 
 /// A handle to a task started with [`ctx::spawn`](crate::ctx::spawn).
 ///
@@ -108,6 +111,7 @@ struct TaskFuture<F: Future> {
     watch: AbortWatch,
     frame: Arc<Frame>,
     _token: TaskTrackerToken,
+    _hold: Option<Arc<Hold>>,
 }
 
 impl<F: Future> Future for TaskFuture<F> {
@@ -148,6 +152,7 @@ where
         watch: AbortWatch::new(frame.abort.clone()),
         frame: frame.clone(),
         _token: frame.tasks.token(),
+        _hold: frame.hold(),
     };
     Ok(TaskHandle {
         join: runtime.spawn(task),

@@ -18,6 +18,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::delivery::DropLog;
 use crate::error::{SendError, SendErrorKind};
 use crate::event::Envelope;
 use crate::scope::ScopeInfo;
@@ -70,6 +71,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         next_seq: impl FnOnce() -> u64,
         origin: &Arc<ScopeInfo>,
         event: E,
+        drops: &mut DropLog<E>,
     ) -> (Result<usize, SendError<E>>, Unsent<E>) {
         if self.live.load(Ordering::Acquire) == 0 {
             return (Ok(0), Unsent::Event(event));
@@ -88,7 +90,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         envelope.set_seq(next_seq());
         let mut accepted = 0;
         for queue in &inner.subs {
-            accepted += usize::from(queue.push(&envelope, &mut wakers));
+            accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
         drop(inner);
         wakers.wake_all();

@@ -434,3 +434,41 @@ fn run_future_is_send_and_can_be_spawned() {
         assert_eq!(tokio::spawn(fut).await.unwrap(), 4);
     });
 }
+
+#[test]
+fn no_task_of_a_nested_scope_outlives_an_enclosing_scope_that_fails() {
+    // Tasks two scopes deep, inside a task that the failing scope aborts. Their `Drop` is slow
+    // (it runs on another worker on the multi-thread runtime): `run` must still wait for it.
+    struct SlowDrop(#[allow(dead_code)] common::Guard);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    both(|| async {
+        let counter = DropCounter::default();
+        let c = counter.clone();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+        let result = AssertUnwindSafe(ctx::scope("outer").run(async move {
+            let guard = SlowDrop(c.guard());
+            let ready = ready_tx.clone();
+            ctx::spawn(ctx::scope("middle").run(async move {
+                ctx::spawn(ctx::scope("inner").run(async move {
+                    ctx::spawn(async move {
+                        let _guard = guard;
+                        ready.send(()).unwrap();
+                        std::future::pending::<()>().await
+                    });
+                    std::future::pending::<()>().await
+                }));
+                std::future::pending::<()>().await
+            }));
+            ready_rx.recv().await.unwrap();
+            panic!("outer fails");
+        }))
+        .catch_unwind()
+        .await;
+        assert!(result.is_err());
+        assert_eq!(counter.live(), 0, "a nested task outlived the outer scope");
+    });
+}

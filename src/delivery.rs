@@ -1,0 +1,237 @@
+//! Delivery control: per-subscription policies ([`SubscriptionBuilder`]), drop reports and the
+//! bookkeeping a send does when a bounded subscription is full.
+//!
+//! Invariants:
+//! - A policy is fixed when the subscription is made; the default is unbounded and lossless.
+//! - Every event a subscription loses is counted exactly once: as a *drop* (bounded, full) —
+//!   critical or lossy — or as *superseded* (keep-latest). Drops of critical subscriptions are
+//!   reported to the bus's drop callback; lossy drops and superseded events are not.
+//! - Nothing collected in a [`DropLog`] is acted on while a lock is held: the callback runs, and
+//!   evicted envelopes are dropped, only after the sender has released every lock.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::context;
+use crate::error::{SubscribeError, no_scope_panic};
+use crate::event::Envelope;
+use crate::subscription::Subscription;
+
+/// What a bounded subscription does with a new event when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Keep what is queued; the new event is lost for this subscription (not counted by `send`).
+    DropNewest,
+    /// Make room by dropping the oldest queued event; the new one is queued.
+    DropOldest,
+}
+
+/// A subscription's delivery policy.
+#[derive(Clone)]
+pub(crate) struct Policy {
+    /// `usize::MAX` for unbounded.
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    /// Keep-latest: capacity 1, the newest replaces the pending one (counted as superseded).
+    pub(crate) coalesce: bool,
+    pub(crate) lossy: bool,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl Policy {
+    pub(crate) const UNBOUNDED: usize = usize::MAX;
+
+    pub(crate) fn lossless() -> Self {
+        Self {
+            capacity: Self::UNBOUNDED,
+            overflow: Overflow::DropNewest,
+            coalesce: false,
+            lossy: false,
+            name: None,
+        }
+    }
+
+    pub(crate) fn is_unbounded(&self) -> bool {
+        self.capacity == Self::UNBOUNDED
+    }
+}
+
+/// Options for a subscription, made by [`ctx::subscription`](crate::ctx::subscription).
+///
+/// The default — what [`ctx::subscribe`](crate::ctx::subscribe) gives — is unbounded and
+/// lossless. Every option here trades that for bounded memory, and every event lost that way is
+/// counted and visible (see [`Subscription::missed`] and [`Subscription::dropped`]).
+///
+/// ```
+/// use scopebus::{ctx, Overflow};
+///
+/// struct Reading(f64);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let mut dashboard = ctx::subscription::<Reading>()
+///         .name("dashboard")
+///         .bounded(2, Overflow::DropOldest)
+///         .lossy()
+///         .subscribe();
+///     for i in 0..5 {
+///         ctx::send(Reading(i as f64));
+///     }
+///     let kept: Vec<f64> = dashboard.drain().iter().map(|r| r.0).collect();
+///     assert_eq!(kept, [3.0, 4.0]);
+///     assert_eq!(dashboard.dropped(), 3);
+/// }).await;
+/// # }
+/// ```
+#[must_use = "a subscription builder does nothing until `subscribe` is called"]
+pub struct SubscriptionBuilder<E> {
+    policy: Policy,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E: Send + Sync + 'static> SubscriptionBuilder<E> {
+    pub(crate) fn new() -> Self {
+        Self {
+            policy: Policy::lossless(),
+            _event: PhantomData,
+        }
+    }
+
+    /// Holds at most `capacity` unread events; `overflow` says which event is lost when full.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 (a subscription that can hold nothing would lose everything).
+    #[track_caller]
+    pub fn bounded(mut self, capacity: usize, overflow: Overflow) -> Self {
+        assert!(
+            capacity > 0,
+            "`bounded` needs a capacity of at least 1; to receive nothing, do not subscribe"
+        );
+        self.policy.capacity = capacity;
+        self.policy.overflow = overflow;
+        self.policy.coalesce = false;
+        self
+    }
+
+    /// Keeps only the newest unread event (coalescing), for state updates where only the latest
+    /// matters. Replaced events are counted as superseded, not as drops: they raise no alarm.
+    pub fn keep_latest(mut self) -> Self {
+        self.policy.capacity = 1;
+        self.policy.overflow = Overflow::DropOldest;
+        self.policy.coalesce = true;
+        self
+    }
+
+    /// Marks an observability subscriber (a log, a dashboard): its drops are counted as lossy,
+    /// separately from critical ones, and never reach the drop callback.
+    pub fn lossy(mut self) -> Self {
+        self.policy.lossy = true;
+        self
+    }
+
+    /// Names the subscriber in drop reports and diagnostics.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.policy.name = Some(name.into());
+        self
+    }
+
+    /// Subscribes on the current scope's bus with these options; see
+    /// [`ctx::subscribe`](crate::ctx::subscribe).
+    ///
+    /// # Panics
+    ///
+    /// Outside of a scope. Use [`try_subscribe`](Self::try_subscribe) to get an error instead.
+    #[track_caller]
+    pub fn subscribe(self) -> Subscription<E> {
+        self.try_subscribe()
+            .unwrap_or_else(|_| panic!("{}", no_scope_panic("subscription(..).subscribe")))
+    }
+
+    /// Subscribes like [`subscribe`](Self::subscribe), or returns an error outside of a scope.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::NoScope`] outside of a scope.
+    pub fn try_subscribe(self) -> Result<Subscription<E>, SubscribeError> {
+        let policy = self.policy;
+        context::with(move |frame| frame.subscribe_with::<E>(policy)).ok_or(SubscribeError::NoScope)
+    }
+
+    /// Subscribes on the bus of the scope behind `handle`, owned by that scope.
+    pub fn subscribe_on(self, handle: &crate::ScopeHandle) -> Subscription<E> {
+        handle.subscribe_with(self.policy)
+    }
+}
+
+impl<E> fmt::Debug for SubscriptionBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("event", &std::any::type_name::<E>())
+            .field("capacity", &self.policy.capacity)
+            .field("overflow", &self.policy.overflow)
+            .field("keep_latest", &self.policy.coalesce)
+            .field("lossy", &self.policy.lossy)
+            .field("name", &self.policy.name)
+            .finish()
+    }
+}
+
+/// One event lost by one critical subscription, as given to a bus's drop callback
+/// ([`Scope::on_drop`](crate::Scope::on_drop)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DropReport {
+    /// `std::any::type_name` of the event type (for diagnostics only).
+    pub event_type: &'static str,
+    /// The subscriber's name, if it was given one.
+    pub subscriber: Option<Arc<str>>,
+    /// The subscription's capacity.
+    pub capacity: usize,
+}
+
+/// The drop callback of a bus.
+pub(crate) type DropCallback = Arc<dyn Fn(&DropReport) + Send + Sync>;
+
+/// What one send lost, collected under locks and acted on after they are released.
+pub(crate) struct DropLog<E> {
+    pub(crate) critical: u64,
+    pub(crate) lossy: u64,
+    pub(crate) superseded: u64,
+    /// One report per critical drop (allocated only when there is one).
+    pub(crate) reports: Vec<DropReport>,
+    /// Envelopes pushed out of full queues; dropped after the locks (a payload's `Drop` may
+    /// use the bus).
+    pub(crate) evicted: Vec<Envelope<E>>,
+}
+
+impl<E: 'static> DropLog<E> {
+    pub(crate) fn new() -> Self {
+        Self {
+            critical: 0,
+            lossy: 0,
+            superseded: 0,
+            reports: Vec::new(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// Records one event lost by a subscription with `policy`.
+    pub(crate) fn lost(&mut self, policy: &Policy) {
+        if policy.coalesce {
+            self.superseded += 1;
+        } else if policy.lossy {
+            self.lossy += 1;
+        } else {
+            self.critical += 1;
+            self.reports.push(DropReport {
+                event_type: std::any::type_name::<E>(),
+                subscriber: policy.name.clone(),
+                capacity: policy.capacity,
+            });
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Delivery control (SPEC §4): bounded subscriptions, keep-latest, lossy vs critical drops, the
+//! drop callback, visible gaps, non-blocking reads. Cases modelled on seed 002's own tests.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::both;
+use futures::StreamExt;
+use scopebus::{DropReport, EndReason, Overflow, TryNextError, ctx};
+
+#[derive(Debug, PartialEq)]
+struct Ev(u32);
+
+fn values(events: &[scopebus::Envelope<Ev>]) -> Vec<u32> {
+    events.iter().map(|e| e.0).collect()
+}
+
+type Reports = Arc<Mutex<Vec<DropReport>>>;
+
+fn recording() -> (Reports, impl Fn(&DropReport) + Send + Sync + 'static) {
+    let reports = Reports::default();
+    let sink = reports.clone();
+    (reports, move |report: &DropReport| {
+        sink.lock().unwrap().push(report.clone())
+    })
+}
+
+#[test]
+fn lossy_capacity_one_counts_nine_observability_drops_and_no_callback() {
+    both(|| async {
+        let (reports, callback) = recording();
+        ctx::scope("bus")
+            .on_drop(callback)
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::DropNewest)
+                    .lossy()
+                    .name("commentator")
+                    .subscribe();
+                for i in 0..10 {
+                    ctx::send(Ev(i));
+                }
+                let bus = ctx::current();
+                assert_eq!(bus.dropped_lossy(), 9);
+                assert_eq!(bus.dropped_critical(), 0);
+                assert_eq!(sub.dropped(), 9);
+                assert_eq!(values(&sub.drain()), [0], "drop-newest keeps the first");
+            })
+            .await;
+        assert!(
+            reports.lock().unwrap().is_empty(),
+            "lossy drops raise no alarm"
+        );
+    });
+}
+
+#[test]
+fn critical_capacity_one_counts_nine_drops_and_nine_callbacks() {
+    both(|| async {
+        let (reports, callback) = recording();
+        ctx::scope("bus")
+            .on_drop(callback)
+            .run(async {
+                let sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::DropNewest)
+                    .name("reconciler")
+                    .subscribe();
+                let mut counts = Vec::new();
+                for i in 0..10 {
+                    counts.push(ctx::send(Ev(i)));
+                }
+                assert_eq!(
+                    counts,
+                    [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    "a dropped send is not counted"
+                );
+                assert_eq!(ctx::current().dropped_critical(), 9);
+                assert_eq!(ctx::current().dropped_lossy(), 0);
+                drop(sub);
+            })
+            .await;
+        let reports = reports.lock().unwrap();
+        assert_eq!(reports.len(), 9);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.subscriber.as_deref() == Some("reconciler")
+                    && r.capacity == 1
+                    && r.event_type.ends_with("Ev"))
+        );
+    });
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_marks_the_gap() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(3, Overflow::DropOldest)
+                    .subscribe();
+                for i in 0..10 {
+                    assert_eq!(
+                        ctx::send(Ev(i)),
+                        1,
+                        "drop-oldest always queues the new event"
+                    );
+                }
+                let first = sub.try_next().unwrap();
+                assert_eq!(first.0, 7);
+                assert_eq!(sub.missed(), 7, "events 0..=6 were lost just before 7");
+                assert_eq!(sub.try_next().unwrap().0, 8);
+                assert_eq!(sub.missed(), 0);
+                assert_eq!(sub.try_next().unwrap().0, 9);
+                assert_eq!(sub.try_next().unwrap_err(), TryNextError::Empty);
+                assert_eq!(sub.dropped(), 7);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn drop_newest_gap_sits_before_the_next_delivered_event() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(2, Overflow::DropNewest)
+                    .subscribe();
+                for i in 0..5 {
+                    ctx::send(Ev(i)); // 0, 1 queued; 2, 3, 4 lost
+                }
+                assert_eq!(sub.next().await.unwrap().0, 0);
+                assert_eq!(sub.missed(), 0);
+                assert_eq!(sub.next().await.unwrap().0, 1);
+                assert_eq!(sub.missed(), 0);
+                ctx::send(Ev(5));
+                assert_eq!(sub.next().await.unwrap().0, 5);
+                assert_eq!(sub.missed(), 3, "2, 3 and 4 are missing before 5");
+            })
+            .await;
+    });
+}
+
+#[test]
+fn a_gap_at_the_end_is_reported_with_the_end() {
+    both(|| async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx::scope("bus")
+            .run(async move {
+                let sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::DropNewest)
+                    .subscribe();
+                for i in 0..4 {
+                    ctx::send(Ev(i));
+                }
+                tx.send(sub).unwrap();
+            })
+            .await;
+        let mut sub = rx.await.unwrap();
+        assert_eq!(sub.next().await.unwrap().0, 0);
+        assert!(sub.next().await.is_none());
+        assert_eq!(sub.missed(), 3, "lost after the last event, before the end");
+        assert_eq!(sub.dropped(), 3);
+        assert_eq!(sub.end_reason(), Some(EndReason::ScopeFinished));
+        assert_eq!(
+            sub.try_next().unwrap_err(),
+            TryNextError::Ended(EndReason::ScopeFinished)
+        );
+    });
+}
+
+#[test]
+fn keep_latest_after_a_burst_yields_only_the_last() {
+    both(|| async {
+        let (reports, callback) = recording();
+        ctx::scope("bus")
+            .on_drop(callback)
+            .run(async {
+                let mut state = ctx::subscription::<Ev>().keep_latest().subscribe();
+                for i in 0..100 {
+                    ctx::send(Ev(i));
+                }
+                assert_eq!(state.len(), 1);
+                assert_eq!(state.next().await.unwrap().0, 99);
+                assert_eq!(state.missed(), 99);
+                assert_eq!(state.dropped(), 99, "superseded events are counted");
+                let bus = ctx::current();
+                assert_eq!(bus.dropped_critical() + bus.dropped_lossy(), 0, "not drops");
+            })
+            .await;
+        assert!(reports.lock().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn the_default_stays_unbounded_and_lossless_beside_bounded_ones() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut all = ctx::subscribe::<Ev>();
+                let mut few = ctx::subscription::<Ev>()
+                    .bounded(2, Overflow::DropNewest)
+                    .subscribe();
+                for i in 0..1000 {
+                    ctx::send(Ev(i));
+                }
+                assert_eq!(all.drain().len(), 1000);
+                assert_eq!(all.dropped(), 0);
+                assert_eq!(few.drain().len(), 2);
+                assert_eq!(few.dropped(), 998);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn a_callback_that_sends_and_subscribes_does_not_deadlock() {
+    both(|| async {
+        struct Alarm(&'static str);
+        ctx::scope("bus")
+            .on_drop(|report| {
+                // Runs with no bus lock held: using the bus from here is fine.
+                let _watch = ctx::subscribe::<Alarm>();
+                ctx::send(Alarm(report.event_type));
+            })
+            .run(async {
+                let mut alarms = ctx::subscribe::<Alarm>();
+                let _full = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::DropOldest)
+                    .subscribe();
+                ctx::send(Ev(1));
+                ctx::send(Ev(2)); // evicts Ev(1): one critical drop, one alarm
+                assert!(alarms.try_next().unwrap().0.ends_with("Ev"));
+            })
+            .await;
+    });
+}
+
+#[test]
+fn try_next_and_drain_read_without_waiting() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut sub = ctx::subscribe::<Ev>();
+                assert_eq!(sub.try_next().unwrap_err(), TryNextError::Empty);
+                assert!(sub.drain().is_empty());
+                for i in 0..5 {
+                    ctx::send(Ev(i));
+                }
+                assert_eq!(sub.try_next().unwrap().0, 0);
+                assert_eq!(values(&sub.drain()), [1, 2, 3, 4]);
+                ctx::send(Ev(5));
+                // And the stream waits when there is nothing: no busy loop needed.
+                assert_eq!(sub.next().await.unwrap().0, 5);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn bounded_builder_rejects_zero_capacity() {
+    let result =
+        std::panic::catch_unwind(|| ctx::subscription::<Ev>().bounded(0, Overflow::DropNewest));
+    let message = common::panic_text(&*result.unwrap_err());
+    assert!(message.contains("capacity of at least 1"), "{message}");
+}
+
+#[test]
+fn on_drop_on_a_nested_scope_is_refused_with_an_explanation() {
+    both(|| async {
+        let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            ctx::scope("root").run(async {
+                ctx::scope("nested").on_drop(|_| {}).run(async {}).await;
+            }),
+        ))
+        .await;
+        let message = common::panic_text(&*result.unwrap_err());
+        assert!(message.contains("isolated()"), "{message}");
+        // An isolated nested scope owns its bus: allowed.
+        ctx::scope("root")
+            .run(async {
+                ctx::scope("own")
+                    .isolated()
+                    .on_drop(|_| {})
+                    .run(async {})
+                    .await;
+            })
+            .await;
+    });
+}
+
+#[test]
+fn named_subscriptions_on_a_handle() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let handle = ctx::current();
+                let sub = ctx::subscription::<Ev>()
+                    .name("audit")
+                    .subscribe_on(&handle);
+                assert_eq!(sub.name(), Some("audit"));
+                assert_eq!(ctx::send(Ev(1)), 1);
+            })
+            .await;
+    });
+}
