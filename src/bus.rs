@@ -23,6 +23,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::delivery::{DropCallback, DropLog, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::scope::ScopeInfo;
+use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
 use crate::topic::{AnyTopic, Topic, Unsent};
 
@@ -31,8 +32,8 @@ type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHash
 pub(crate) struct Bus {
     topics: RwLock<TopicMap>,
     on_drop: Option<DropCallback>,
-    dropped_critical: AtomicU64,
-    dropped_lossy: AtomicU64,
+    /// Sends of types that never had a subscriber (they have no topic).
+    unrouted: AtomicU64,
     seq: AtomicU64,
     next_subscription: AtomicU64,
     closed: AtomicBool,
@@ -43,8 +44,7 @@ impl Bus {
         Self {
             topics: RwLock::new(TopicMap::default()),
             on_drop,
-            dropped_critical: AtomicU64::new(0),
-            dropped_lossy: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             next_subscription: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -68,7 +68,10 @@ impl Bus {
         let (result, unsent) = {
             let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
             match topics.get(&TypeId::of::<E>()) {
-                None => (Ok(0), Unsent::Event(event)),
+                None => {
+                    self.unrouted.fetch_add(1, Ordering::Relaxed);
+                    (Ok(0), Unsent::Event(event))
+                }
                 Some(topic) => downcast::<E>(topic.as_ref()).send(
                     || self.seq.fetch_add(1, Ordering::Relaxed),
                     origin,
@@ -84,15 +87,8 @@ impl Bus {
         result
     }
 
-    /// Counts what a send lost and reports critical drops to the callback.
+    /// Reports critical drops to the callback and drops evicted envelopes (no lock held).
     fn account<E: 'static>(&self, drops: DropLog<E>) {
-        if drops.critical > 0 {
-            self.dropped_critical
-                .fetch_add(drops.critical, Ordering::Relaxed);
-        }
-        if drops.lossy > 0 {
-            self.dropped_lossy.fetch_add(drops.lossy, Ordering::Relaxed);
-        }
         if let Some(callback) = &self.on_drop {
             for report in &drops.reports {
                 callback(report);
@@ -101,14 +97,17 @@ impl Bus {
         drop(drops.evicted);
     }
 
-    /// Events lost by critical subscriptions of this bus.
-    pub(crate) fn dropped_critical(&self) -> u64 {
-        self.dropped_critical.load(Ordering::Relaxed)
-    }
-
-    /// Events lost by lossy subscriptions of this bus.
-    pub(crate) fn dropped_lossy(&self) -> u64 {
-        self.dropped_lossy.load(Ordering::Relaxed)
+    /// A snapshot of the bus's counters.
+    pub(crate) fn stats(&self) -> BusStats {
+        let topics: Vec<Arc<dyn AnyTopic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let types = topics.iter().map(|topic| topic.stats()).collect();
+        BusStats::new(types, self.unrouted.load(Ordering::Relaxed))
     }
 
     /// Attaches a new queue for `E`; `None` if the bus is closed.

@@ -12,6 +12,7 @@ use crate::delivery::{Policy, SubscriptionBuilder};
 use crate::error::{SendError, SendErrorKind, SpawnError, SubscribeError, no_scope_panic};
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
+use crate::stats::BusStats;
 use crate::subscription::Subscription;
 
 /// Creates a scope named `name`; configure it, then [`Scope::run`] it.
@@ -228,6 +229,17 @@ pub fn is_cancelled() -> bool {
 pub fn shutdown(grace: Duration) {
     context::with(|frame| frame.shutdown(grace))
         .unwrap_or_else(|| panic!("{}", no_scope_panic("shutdown")));
+}
+
+/// A snapshot of the counters of the current scope's bus; see [`BusStats`].
+///
+/// # Panics
+///
+/// Outside of a scope.
+#[track_caller]
+pub fn stats() -> BusStats {
+    context::with(|frame| frame.bus.stats())
+        .unwrap_or_else(|| panic!("{}", no_scope_panic("stats")))
 }
 
 /// A handle to the current scope, usable from anywhere (see [`ScopeHandle`]).

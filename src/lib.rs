@@ -45,6 +45,7 @@ mod error;
 mod event;
 mod scope;
 mod spawn;
+mod stats;
 mod subscription;
 mod sync;
 mod topic;
@@ -54,6 +55,7 @@ pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError}
 pub use event::Envelope;
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
+pub use stats::{BusStats, TypeStats};
 pub use subscription::{EndReason, Subscription, TryNextError};
 
 #[doc = include_str!("../README.md")]

@@ -45,6 +45,7 @@ use crate::bus::Bus;
 use crate::context;
 use crate::delivery::{DropCallback, DropReport, Policy};
 use crate::error::{SendError, panic_message};
+use crate::stats::BusStats;
 use crate::subscription::{EndReason, Endable, Subscription};
 use crate::sync::lock;
 
@@ -591,14 +592,9 @@ impl ScopeHandle {
         self.frame.subscribe_with(policy)
     }
 
-    /// Events lost so far by critical (not lossy) subscriptions on this scope's bus.
-    pub fn dropped_critical(&self) -> u64 {
-        self.frame.bus.dropped_critical()
-    }
-
-    /// Events lost so far by lossy subscriptions on this scope's bus.
-    pub fn dropped_lossy(&self) -> u64 {
-        self.frame.bus.dropped_lossy()
+    /// A snapshot of the counters of this scope's bus; see [`BusStats`].
+    pub fn stats(&self) -> BusStats {
+        self.frame.bus.stats()
     }
 
     /// Asks the scope to shut down gracefully: raises its cancellation signal (seen by

@@ -14,25 +14,40 @@
 //!
 //! Lock order: bus topic map (read) → topic → queue.
 
-use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::delivery::DropLog;
 use crate::error::{SendError, SendErrorKind};
 use crate::event::Envelope;
 use crate::scope::ScopeInfo;
+use crate::stats::TypeStats;
 use crate::subscription::{EndReason, Queue};
 use crate::sync::{WakeList, lock};
 
 pub(crate) struct Topic<E> {
     inner: Mutex<TopicInner<E>>,
     live: AtomicUsize,
+    /// Sends that found no subscriber without taking the lock (sent and undelivered).
+    unheard: AtomicU64,
 }
 
 struct TopicInner<E> {
     subs: Vec<Arc<Queue<E>>>,
     closed: bool,
+    /// Counters of sends that reached the fan-out (see `stats.rs`).
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    sent: u64,
+    delivered: u64,
+    dropped_critical: u64,
+    dropped_lossy: u64,
+    superseded: u64,
+    undelivered: u64,
 }
 
 /// What a send hands back to be dropped once every lock is released.
@@ -47,6 +62,7 @@ pub(crate) enum Unsent<E> {
 
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
+    fn stats(&self) -> TypeStats;
     /// Closes the topic and ends every queue with `reason`.
     fn close(&self, reason: EndReason);
 }
@@ -57,8 +73,10 @@ impl<E: Send + Sync + 'static> Topic<E> {
             inner: Mutex::new(TopicInner {
                 subs: Vec::new(),
                 closed,
+                counts: Counts::default(),
             }),
             live: AtomicUsize::new(0),
+            unheard: AtomicU64::new(0),
         }
     }
 
@@ -74,11 +92,12 @@ impl<E: Send + Sync + 'static> Topic<E> {
         drops: &mut DropLog<E>,
     ) -> (Result<usize, SendError<E>>, Unsent<E>) {
         if self.live.load(Ordering::Acquire) == 0 {
+            self.unheard.fetch_add(1, Ordering::Relaxed);
             return (Ok(0), Unsent::Event(event));
         }
         let mut envelope = Envelope::new(event, origin.clone());
         let mut wakers = WakeList::new();
-        let inner = lock(&self.inner);
+        let mut inner = lock(&self.inner);
         if inner.closed {
             drop(inner);
             let event = envelope.into_event().expect("envelope not shared");
@@ -92,6 +111,13 @@ impl<E: Send + Sync + 'static> Topic<E> {
         for queue in &inner.subs {
             accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
+        let counts = &mut inner.counts;
+        counts.sent += 1;
+        counts.delivered += accepted as u64;
+        counts.undelivered += u64::from(accepted == 0);
+        counts.dropped_critical += drops.critical;
+        counts.dropped_lossy += drops.lossy;
+        counts.superseded += drops.superseded;
         drop(inner);
         wakers.wake_all();
         (Ok(accepted), Unsent::Envelope(envelope))
@@ -121,6 +147,23 @@ impl<E: Send + Sync + 'static> Topic<E> {
 }
 
 impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
+    fn stats(&self) -> TypeStats {
+        let inner = lock(&self.inner);
+        let unheard = self.unheard.load(Ordering::Relaxed);
+        let c = &inner.counts;
+        TypeStats {
+            type_id: TypeId::of::<E>(),
+            type_name: std::any::type_name::<E>(),
+            subscriptions: inner.subs.len(),
+            sent: c.sent + unheard,
+            delivered: c.delivered,
+            dropped_critical: c.dropped_critical,
+            dropped_lossy: c.dropped_lossy,
+            superseded: c.superseded,
+            undelivered: c.undelivered + unheard,
+        }
+    }
+
     fn close(&self, reason: EndReason) {
         let mut inner = lock(&self.inner);
         inner.closed = true;

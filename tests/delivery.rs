@@ -41,9 +41,9 @@ fn lossy_capacity_one_counts_nine_observability_drops_and_no_callback() {
                 for i in 0..10 {
                     ctx::send(Ev(i));
                 }
-                let bus = ctx::current();
-                assert_eq!(bus.dropped_lossy(), 9);
-                assert_eq!(bus.dropped_critical(), 0);
+                let stats = ctx::stats();
+                assert_eq!(stats.dropped_lossy, 9);
+                assert_eq!(stats.dropped_critical, 0);
                 assert_eq!(sub.dropped(), 9);
                 assert_eq!(values(&sub.drain()), [0], "drop-newest keeps the first");
             })
@@ -75,8 +75,8 @@ fn critical_capacity_one_counts_nine_drops_and_nine_callbacks() {
                     [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     "a dropped send is not counted"
                 );
-                assert_eq!(ctx::current().dropped_critical(), 9);
-                assert_eq!(ctx::current().dropped_lossy(), 0);
+                assert_eq!(ctx::stats().dropped_critical, 9);
+                assert_eq!(ctx::stats().dropped_lossy, 0);
                 drop(sub);
             })
             .await;
@@ -186,8 +186,9 @@ fn keep_latest_after_a_burst_yields_only_the_last() {
                 assert_eq!(state.next().await.unwrap().0, 99);
                 assert_eq!(state.missed(), 99);
                 assert_eq!(state.dropped(), 99, "superseded events are counted");
-                let bus = ctx::current();
-                assert_eq!(bus.dropped_critical() + bus.dropped_lossy(), 0, "not drops");
+                let stats = ctx::stats();
+                assert_eq!(stats.dropped_critical + stats.dropped_lossy, 0, "not drops");
+                assert_eq!(stats.superseded, 99);
             })
             .await;
         assert!(reports.lock().unwrap().is_empty());
@@ -302,6 +303,66 @@ fn named_subscriptions_on_a_handle() {
                     .subscribe_on(&handle);
                 assert_eq!(sub.name(), Some("audit"));
                 assert_eq!(ctx::send(Ev(1)), 1);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn statistics_match_what_was_observed() {
+    struct Unheard;
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut all = ctx::subscribe::<Ev>();
+                let mut lossy = ctx::subscription::<Ev>()
+                    .bounded(2, Overflow::DropNewest)
+                    .lossy()
+                    .subscribe();
+                let mut critical = ctx::subscription::<Ev>()
+                    .bounded(3, Overflow::DropOldest)
+                    .subscribe();
+                let mut latest = ctx::subscription::<Ev>().keep_latest().subscribe();
+                let mut sent = 0;
+                for i in 0..10 {
+                    sent += 1;
+                    ctx::send(Ev(i));
+                }
+                for _ in 0..4 {
+                    ctx::send(Unheard);
+                }
+                // A type that had a subscriber, now gone: counted per type.
+                drop(ctx::subscribe::<u8>());
+                ctx::send(7u8);
+
+                let observed = [all.drain(), lossy.drain(), critical.drain(), latest.drain()];
+                let delivered_seen: usize = observed.iter().map(Vec::len).sum();
+                let stats = ctx::stats();
+                let ev = stats.of::<Ev>().unwrap();
+                assert_eq!(ev.subscriptions, 4);
+                assert_eq!(ev.sent, sent);
+                // Delivered counts what was queued, including what keep-latest and drop-oldest
+                // later replaced; what the readers saw plus what was replaced is the same.
+                assert_eq!(
+                    ev.delivered,
+                    delivered_seen as u64 + ev.superseded + critical.dropped()
+                );
+                assert_eq!(ev.dropped_lossy, lossy.dropped());
+                assert_eq!(ev.dropped_critical, critical.dropped());
+                assert_eq!(ev.superseded, latest.dropped());
+                assert_eq!(ev.undelivered, 0);
+                let byte = stats.of::<u8>().unwrap();
+                assert_eq!((byte.sent, byte.undelivered, byte.subscriptions), (1, 1, 0));
+                assert!(
+                    stats.of::<Unheard>().is_none(),
+                    "never subscribed: bus totals only"
+                );
+                assert_eq!(stats.sent, 10 + 4 + 1);
+                assert_eq!(stats.undelivered, 4 + 1);
+                assert_eq!(
+                    (lossy.dropped(), critical.dropped(), latest.dropped()),
+                    (8, 7, 9)
+                );
             })
             .await;
     });
