@@ -97,6 +97,12 @@ impl Bus {
         drop(drops.evicted);
     }
 
+    /// Keeps the last `count` events of `E` for replay (0: stop keeping).
+    pub(crate) fn retain<E: Send + Sync + 'static>(&self, count: usize) {
+        let evicted = self.topic::<E>().set_retention(count);
+        drop(evicted); // no lock held
+    }
+
     /// A snapshot of the bus's counters.
     pub(crate) fn stats(&self) -> BusStats {
         let topics: Vec<Arc<dyn AnyTopic>> = self

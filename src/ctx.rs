@@ -231,6 +231,42 @@ pub fn shutdown(grace: Duration) {
         .unwrap_or_else(|| panic!("{}", no_scope_panic("shutdown")));
 }
 
+/// Keeps the last `count` events of type `E` sent on the current scope's bus from now on, so
+/// that a subscription made with [`replay`](SubscriptionBuilder::replay) receives them first
+/// (a catch-up buffer). `0` stops keeping and frees what was kept. Retention belongs to the bus:
+/// it lasts until the bus closes.
+///
+/// Retained events are shared with the subscriptions (no copy); they count in
+/// [`TypeStats::retained`](crate::TypeStats::retained).
+///
+/// # Panics
+///
+/// Outside of a scope.
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// struct Price(u32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("market").run(async {
+///     ctx::retain::<Price>(2);
+///     for p in [10, 11, 12] {
+///         ctx::send(Price(p));
+///     }
+///     let mut late = ctx::subscription::<Price>().replay().subscribe();
+///     let caught_up: Vec<u32> = late.drain().iter().map(|p| p.0).collect();
+///     assert_eq!(caught_up, [11, 12]); // the last two, oldest first
+/// }).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn retain<E: Send + Sync + 'static>(count: usize) {
+    context::with(|frame| frame.bus.retain::<E>(count))
+        .unwrap_or_else(|| panic!("{}", no_scope_panic("retain")));
+}
+
 /// A snapshot of the counters of the current scope's bus; see [`BusStats`].
 ///
 /// # Panics

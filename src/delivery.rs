@@ -38,6 +38,8 @@ pub(crate) struct Policy {
     pub(crate) coalesce: bool,
     pub(crate) lossy: bool,
     pub(crate) name: Option<Arc<str>>,
+    /// Receive the type's retained events first.
+    pub(crate) replay: bool,
 }
 
 impl Policy {
@@ -50,6 +52,7 @@ impl Policy {
             coalesce: false,
             lossy: false,
             name: None,
+            replay: false,
         }
     }
 
@@ -133,6 +136,14 @@ impl<E: Send + Sync + 'static> SubscriptionBuilder<E> {
         self
     }
 
+    /// Receives the events the bus retains for this type (see
+    /// [`ctx::retain`](crate::ctx::retain)) first, oldest first, then live events — with no gap
+    /// and no duplicate between the two, even while other tasks are sending.
+    pub fn replay(mut self) -> Self {
+        self.policy.replay = true;
+        self
+    }
+
     /// Names the subscriber in drop reports and diagnostics.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.policy.name = Some(name.into());
@@ -176,6 +187,7 @@ impl<E> fmt::Debug for SubscriptionBuilder<E> {
             .field("keep_latest", &self.policy.coalesce)
             .field("lossy", &self.policy.lossy)
             .field("name", &self.policy.name)
+            .field("replay", &self.policy.replay)
             .finish()
     }
 }

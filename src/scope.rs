@@ -592,6 +592,12 @@ impl ScopeHandle {
         self.frame.subscribe_with(policy)
     }
 
+    /// Keeps the last `count` events of `E` sent on this scope's bus, for subscriptions that
+    /// ask for [`replay`](crate::SubscriptionBuilder::replay); see [`ctx::retain`](crate::ctx::retain).
+    pub fn retain<E: Send + Sync + 'static>(&self, count: usize) {
+        self.frame.bus.retain::<E>(count);
+    }
+
     /// A snapshot of the counters of this scope's bus; see [`BusStats`].
     pub fn stats(&self) -> BusStats {
         self.frame.bus.stats()

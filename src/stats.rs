@@ -30,6 +30,8 @@ pub struct TypeStats {
     pub superseded: u64,
     /// Sends that reached no subscription.
     pub undelivered: u64,
+    /// Events kept for replay now.
+    pub retained: usize,
 }
 
 /// A snapshot of one bus: totals and one [`TypeStats`] per event type that has had a

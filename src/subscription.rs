@@ -174,6 +174,18 @@ impl<E: Send + Sync + 'static> Queue<E> {
         true
     }
 
+    /// Queues the retained events of a replaying subscription before it is attached (topic
+    /// lock held). A bounded queue takes the newest that fit; the older ones were never sent to
+    /// it, so they are not counted as lost.
+    pub(crate) fn preload(&self, retained: &VecDeque<Envelope<E>>) {
+        let skip = retained.len().saturating_sub(self.policy.capacity);
+        let mut state = lock(&self.state);
+        for envelope in retained.iter().skip(skip) {
+            state.items.push_back(envelope.clone());
+            state.pushed += 1;
+        }
+    }
+
     /// Stops accepting events; the reader yields what is queued, then ends with `reason`.
     /// The first reason wins.
     pub(crate) fn end(&self, reason: EndReason) {

@@ -4,8 +4,12 @@
 //! - A send assigns the envelope's sequence number and pushes it into every live queue while
 //!   holding `inner`: sends of one type are serialised, so every subscription of the type sees
 //!   the same order (the send order), whatever threads the senders run on.
-//! - `live` mirrors `inner.subs.len()` (updated under the lock) so that a send with no
-//!   subscriber returns without locking and without allocating.
+//! - `live` mirrors `inner.subs.len()`, plus one while the type retains events (updated under
+//!   the lock), so that a send with nothing to do returns without locking and without
+//!   allocating.
+//! - Retained envelopes are appended in the same critical section as the fan-out, and a
+//!   replaying queue is preloaded in the critical section that attaches it: replay then live,
+//!   no gap, no duplicate.
 //! - Wakers are collected during fan-out and woken after `inner` is released.
 //! - An event is never dropped while a lock of the crate is held: `send` hands back what it
 //!   did not deliver ([`Unsent`]), for the caller to drop after releasing the bus map's lock,
@@ -15,6 +19,7 @@
 //! Lock order: bus topic map (read) → topic → queue.
 
 use std::any::{Any, TypeId};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +33,7 @@ use crate::sync::{WakeList, lock};
 
 pub(crate) struct Topic<E> {
     inner: Mutex<TopicInner<E>>,
+    /// Subscriptions, plus one while the type retains events: 0 means a send has nothing to do.
     live: AtomicUsize,
     /// Sends that found no subscriber without taking the lock (sent and undelivered).
     unheard: AtomicU64,
@@ -36,6 +42,9 @@ pub(crate) struct Topic<E> {
 struct TopicInner<E> {
     subs: Vec<Arc<Queue<E>>>,
     closed: bool,
+    /// Keep the last `retention` envelopes for replay (0: keep none).
+    retention: usize,
+    retained: VecDeque<Envelope<E>>,
     /// Counters of sends that reached the fan-out (see `stats.rs`).
     counts: Counts,
 }
@@ -73,6 +82,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
             inner: Mutex::new(TopicInner {
                 subs: Vec::new(),
                 closed,
+                retention: 0,
+                retained: VecDeque::new(),
                 counts: Counts::default(),
             }),
             live: AtomicUsize::new(0),
@@ -111,6 +122,13 @@ impl<E: Send + Sync + 'static> Topic<E> {
         for queue in &inner.subs {
             accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
+        if inner.retention > 0 {
+            inner.retained.push_back(envelope.clone());
+            if inner.retained.len() > inner.retention {
+                let oldest = inner.retained.pop_front().expect("over the retention");
+                drops.evicted.push(oldest);
+            }
+        }
         let counts = &mut inner.counts;
         counts.sent += 1;
         counts.delivered += accepted as u64;
@@ -123,15 +141,36 @@ impl<E: Send + Sync + 'static> Topic<E> {
         (Ok(accepted), Unsent::Envelope(envelope))
     }
 
-    /// Adds a queue; `false` if the topic is closed.
+    /// Adds a queue — first preloaded with the retained events if its policy asks for replay,
+    /// under the lock that every fan-out takes, so replay and live events neither overlap nor
+    /// leave a gap. `false` if the topic is closed.
     pub(crate) fn add(&self, queue: Arc<Queue<E>>) -> bool {
         let mut inner = lock(&self.inner);
         if inner.closed {
             return false;
         }
+        if queue.policy.replay {
+            queue.preload(&inner.retained);
+        }
         inner.subs.push(queue);
-        self.live.store(inner.subs.len(), Ordering::Release);
+        self.update_live(&inner);
         true
+    }
+
+    /// Sets how many recent events the topic keeps for replay. Returns what no longer fits, to
+    /// be dropped by the caller with no lock held.
+    pub(crate) fn set_retention(&self, retention: usize) -> Vec<Envelope<E>> {
+        let mut inner = lock(&self.inner);
+        inner.retention = retention;
+        let excess = inner.retained.len().saturating_sub(retention);
+        let evicted = inner.retained.drain(..excess).collect();
+        self.update_live(&inner);
+        evicted
+    }
+
+    fn update_live(&self, inner: &TopicInner<E>) {
+        let live = inner.subs.len() + usize::from(inner.retention > 0);
+        self.live.store(live, Ordering::Release);
     }
 
     /// Removes the queue with `id`, if attached.
@@ -139,7 +178,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         let mut inner = lock(&self.inner);
         if let Some(index) = inner.subs.iter().position(|queue| queue.id == id) {
             let queue = inner.subs.swap_remove(index);
-            self.live.store(inner.subs.len(), Ordering::Release);
+            self.update_live(&inner);
             drop(inner);
             drop(queue);
         }
@@ -161,6 +200,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
             dropped_lossy: c.dropped_lossy,
             superseded: c.superseded,
             undelivered: c.undelivered + unheard,
+            retained: inner.retained.len(),
         }
     }
 
@@ -168,8 +208,11 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let mut inner = lock(&self.inner);
         inner.closed = true;
         let subs = std::mem::take(&mut inner.subs);
-        self.live.store(0, Ordering::Release);
+        let retained = std::mem::take(&mut inner.retained);
+        inner.retention = 0;
+        self.update_live(&inner);
         drop(inner);
+        drop(retained);
         for queue in subs {
             queue.end(reason);
         }

@@ -367,3 +367,72 @@ fn statistics_match_what_was_observed() {
             .await;
     });
 }
+
+#[test]
+fn replay_gives_the_last_n_then_live_events() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                ctx::retain::<Ev>(2);
+                for i in 0..3 {
+                    assert_eq!(ctx::send(Ev(i)), 0, "retained, but no subscription reached");
+                }
+                assert_eq!(ctx::stats().of::<Ev>().unwrap().retained, 2);
+                let mut late = ctx::subscription::<Ev>().replay().subscribe();
+                let mut plain = ctx::subscribe::<Ev>();
+                ctx::send(Ev(3));
+                assert_eq!(values(&late.drain()), [1, 2, 3], "eviction kept the last 2");
+                assert_eq!(values(&plain.drain()), [3], "no replay unless asked");
+                // A bounded replaying subscription takes the newest that fit.
+                let mut small = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::DropNewest)
+                    .replay()
+                    .subscribe();
+                assert_eq!(values(&small.drain()), [3]);
+                assert_eq!(small.dropped(), 0);
+                // Retention 0 frees what was kept.
+                ctx::retain::<Ev>(0);
+                assert_eq!(ctx::stats().of::<Ev>().unwrap().retained, 0);
+                let mut none = ctx::subscription::<Ev>().replay().subscribe();
+                assert!(none.drain().is_empty());
+            })
+            .await;
+    });
+}
+
+#[test]
+fn replay_under_a_concurrent_producer_has_no_gap_and_no_duplicate() {
+    const TOTAL: u32 = 50_000;
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                ctx::retain::<Ev>(1_000);
+                let mut started = ctx::subscribe::<Ev>();
+                let producer = ctx::spawn(async {
+                    for i in 0..TOTAL {
+                        ctx::send(Ev(i));
+                        if i % 64 == 63 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                });
+                // Join at nine points in the middle of the stream, while the producer runs.
+                let mut late = Vec::new();
+                for k in 1..10 {
+                    while started.next().await.unwrap().0 < k * TOTAL / 10 {}
+                    late.push(ctx::subscription::<Ev>().replay().subscribe());
+                }
+                producer.await.unwrap();
+                for mut sub in late {
+                    let seen: Vec<u32> = sub.drain().iter().map(|e| e.0).collect();
+                    assert!(seen.len() > 1000, "replay plus live events");
+                    assert!(
+                        seen.windows(2).all(|w| w[1] == w[0] + 1),
+                        "consecutive: no gap, no duplicate"
+                    );
+                    assert_eq!(*seen.last().unwrap(), TOTAL - 1);
+                }
+            })
+            .await;
+    });
+}
