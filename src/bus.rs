@@ -19,13 +19,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Waker;
 
 use crate::delivery::{DropCallback, DropLog, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::scope::ScopeInfo;
 use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
-use crate::topic::{AnyTopic, Topic, Unsent};
+use crate::topic::{AnyTopic, Full, Topic, Unsent};
 
 type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>;
 
@@ -61,8 +62,32 @@ impl Bus {
         origin: &Arc<ScopeInfo>,
         event: E,
     ) -> Result<usize, SendError<E>> {
+        match self.send_inner(origin, event, None) {
+            Ok(count) => Ok(count),
+            Err(Full::Closed(error)) => Err(error),
+            Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
+        }
+    }
+
+    /// One attempt of `send_wait`: sends if every `Wait` subscription has room, otherwise
+    /// registers `waker` and hands the event back.
+    pub(crate) fn try_send_with_room<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+        waker: &Waker,
+    ) -> Result<usize, Full<E>> {
+        self.send_inner(origin, event, Some(waker))
+    }
+
+    fn send_inner<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+        wait: Option<&Waker>,
+    ) -> Result<usize, Full<E>> {
         if self.is_closed() {
-            return Err(SendError::new(SendErrorKind::Closed, event));
+            return Err(Full::Closed(SendError::new(SendErrorKind::Closed, event)));
         }
         let mut drops = DropLog::new();
         let (result, unsent) = {
@@ -77,6 +102,7 @@ impl Bus {
                     origin,
                     event,
                     &mut drops,
+                    wait,
                 ),
             }
         };

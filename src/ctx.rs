@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::context;
@@ -14,6 +15,7 @@ use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
 use crate::stats::BusStats;
 use crate::subscription::Subscription;
+use crate::topic::Full;
 
 /// Creates a scope named `name`; configure it, then [`Scope::run`] it.
 ///
@@ -86,6 +88,73 @@ pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E
     .unwrap_or_else(|| {
         let event = event.take().expect("not taken: no scope");
         Err(SendError::new(SendErrorKind::NoScope, event))
+    })
+}
+
+/// Publishes `event` like [`send`], but first waits until every subscription of `E` whose
+/// policy is [`Overflow::Wait`](crate::Overflow::Wait) has room: for producers that must lose
+/// nothing and must not grow memory. Subscriptions with other policies are not waited for.
+///
+/// The scope is captured when `send_wait` is called, so the future is `'static` and can be
+/// awaited anywhere.
+///
+/// # Errors
+///
+/// [`SendErrorKind::NoScope`] outside of a scope, [`SendErrorKind::Closed`] if the bus closes
+/// (before or while waiting). A full subscription that ends stops being waited for.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: the event is published at the moment the future completes, to all
+/// subscriptions at once, or not at all. Dropping the future before it completes publishes
+/// nothing (the event is dropped with it) and leaves nothing registered.
+///
+/// ```
+/// use futures::StreamExt;
+/// use scopebus::{ctx, Overflow};
+///
+/// struct Chunk(u32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("pipeline").run(async {
+///     let mut writer = ctx::subscription::<Chunk>().bounded(4, Overflow::Wait).subscribe();
+///     let consumer = ctx::spawn(async move {
+///         let mut n = 0;
+///         while let Some(chunk) = writer.next().await {
+///             assert_eq!(chunk.0, n);
+///             n += 1;
+///         }
+///         n
+///     });
+///     for i in 0..100 {
+///         ctx::send_wait(Chunk(i)).await.unwrap(); // at most 4 in flight, none lost
+///     }
+///     consumer
+/// }).await.await.map(|n| assert_eq!(n, 100)).unwrap();
+/// # }
+/// ```
+pub fn send_wait<E: Send + Sync + 'static>(
+    event: E,
+) -> impl Future<Output = Result<usize, SendError<E>>> + Send + 'static {
+    let frame = context::current();
+    let mut event = Some(event);
+    std::future::poll_fn(move |cx| {
+        let pending = event.take().expect("polled after completion");
+        let Some(frame) = &frame else {
+            return Poll::Ready(Err(SendError::new(SendErrorKind::NoScope, pending)));
+        };
+        match frame
+            .bus
+            .try_send_with_room(&frame.info, pending, cx.waker())
+        {
+            Ok(count) => Poll::Ready(Ok(count)),
+            Err(Full::Closed(error)) => Poll::Ready(Err(error)),
+            Err(Full::Wait(pending)) => {
+                event = Some(pending);
+                Poll::Pending
+            }
+        }
     })
 }
 

@@ -26,6 +26,11 @@ pub enum Overflow {
     DropNewest,
     /// Make room by dropping the oldest queued event; the new one is queued.
     DropOldest,
+    /// Lose nothing: [`ctx::send_wait`](crate::ctx::send_wait) waits until there is room.
+    /// A plain, non-blocking [`ctx::send`](crate::ctx::send) cannot wait: when it finds the
+    /// subscription full it drops the new event as [`DropNewest`](Overflow::DropNewest) does, and
+    /// that drop is counted and reported like any other critical drop.
+    Wait,
 }
 
 /// A subscription's delivery policy.

@@ -80,6 +80,8 @@ struct QueueState<E> {
     gaps: VecDeque<(u64, u64)>,
     /// Every event this subscription lost (dropped or superseded).
     lost: u64,
+    /// Senders waiting for room (`Overflow::Wait`), woken when the reader takes an item.
+    room: Vec<Waker>,
 }
 
 impl<E> QueueState<E> {
@@ -125,6 +127,7 @@ impl<E: Send + Sync + 'static> Queue<E> {
                 pushed: 0,
                 gaps: VecDeque::new(),
                 lost: 0,
+                room: Vec::new(),
             }),
         }
     }
@@ -143,7 +146,7 @@ impl<E: Send + Sync + 'static> Queue<E> {
         }
         if state.items.len() >= self.policy.capacity {
             match self.policy.overflow {
-                Overflow::DropNewest => {
+                Overflow::DropNewest | Overflow::Wait => {
                     let index = state.pushed;
                     state.mark_gap(index);
                     drop(state);
@@ -174,6 +177,22 @@ impl<E: Send + Sync + 'static> Queue<E> {
         true
     }
 
+    /// For `send_wait`: `true` if this queue can take one more event now (or does not care);
+    /// otherwise registers `waker` to be woken when the reader makes room. Topic lock held.
+    pub(crate) fn has_room(&self, waker: &Waker) -> bool {
+        if self.policy.overflow != Overflow::Wait {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        if state.end.is_some() || state.items.len() < self.policy.capacity {
+            return true;
+        }
+        if !state.room.iter().any(|w| w.will_wake(waker)) {
+            state.room.push(waker.clone());
+        }
+        false
+    }
+
     /// Queues the retained events of a replaying subscription before it is attached (topic
     /// lock held). A bounded queue takes the newest that fit; the older ones were never sent to
     /// it, so they are not counted as lost.
@@ -194,8 +213,9 @@ impl<E: Send + Sync + 'static> Queue<E> {
             state.end = Some(reason);
         }
         let waker = state.waker.take();
+        let room = std::mem::take(&mut state.room);
         drop(state);
-        if let Some(waker) = waker {
+        for waker in waker.into_iter().chain(room) {
             waker.wake();
         }
     }
@@ -391,6 +411,11 @@ impl<E: Send + Sync + 'static> Subscription<E> {
                 self.missed = missed;
                 out.push(item);
             }
+            let room = std::mem::take(&mut state.room);
+            drop(state);
+            for waker in room {
+                waker.wake();
+            }
         }
         out
     }
@@ -418,6 +443,11 @@ impl<E: Send + Sync + 'static> Subscription<E> {
                 return Taken::Item(self.local.pop_front().expect("swapped a non-empty batch"));
             }
         } else if let Some((item, missed)) = state.pop() {
+            let room = std::mem::take(&mut state.room);
+            drop(state);
+            for waker in room {
+                waker.wake();
+            }
             self.missed = missed;
             return Taken::Item(item);
         }
@@ -475,10 +505,15 @@ impl<E: Send + Sync + 'static> FusedStream for Subscription<E> {
 
 impl<E: Send + Sync + 'static> Drop for Subscription<E> {
     fn drop(&mut self) {
-        if let Some(queue) = self.queue.take()
-            && let Some(topic) = queue.topic.upgrade()
-        {
-            topic.remove(queue.id);
+        if let Some(queue) = self.queue.take() {
+            if let Some(topic) = queue.topic.upgrade() {
+                topic.remove(queue.id);
+            }
+            // Senders waiting for room in this queue must not wait for a reader that is gone.
+            let room = std::mem::take(&mut lock(&queue.state).room);
+            for waker in room {
+                waker.wake();
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use crate::delivery::DropLog;
 use crate::error::{SendError, SendErrorKind};
@@ -57,6 +58,14 @@ struct Counts {
     dropped_lossy: u64,
     superseded: u64,
     undelivered: u64,
+}
+
+/// Why a topic did not send.
+pub(crate) enum Full<E> {
+    /// Closed (any send).
+    Closed(SendError<E>),
+    /// `send_wait` only: a `Wait` subscription is full; the waker is registered.
+    Wait(E),
 }
 
 /// What a send hands back to be dropped once every lock is released.
@@ -95,13 +104,19 @@ impl<E: Send + Sync + 'static> Topic<E> {
     ///
     /// The event is never dropped here: when nobody took it, it comes back in the [`Unsent`],
     /// which the caller drops after releasing its own locks (the event's `Drop` may use the bus).
+    ///
+    /// With `wait` (from `send_wait`), the send happens only if every `Overflow::Wait`
+    /// subscription has room — checked in the same critical section as the fan-out, so no other
+    /// send can take that room first. Otherwise the waker is registered with the full
+    /// subscriptions and the event comes back as `Err(Full)`.
     pub(crate) fn send(
         &self,
         next_seq: impl FnOnce() -> u64,
         origin: &Arc<ScopeInfo>,
         event: E,
         drops: &mut DropLog<E>,
-    ) -> (Result<usize, SendError<E>>, Unsent<E>) {
+        wait: Option<&Waker>,
+    ) -> (Result<usize, Full<E>>, Unsent<E>) {
         if self.live.load(Ordering::Acquire) == 0 {
             self.unheard.fetch_add(1, Ordering::Relaxed);
             return (Ok(0), Unsent::Event(event));
@@ -113,9 +128,21 @@ impl<E: Send + Sync + 'static> Topic<E> {
             drop(inner);
             let event = envelope.into_event().expect("envelope not shared");
             return (
-                Err(SendError::new(SendErrorKind::Closed, event)),
+                Err(Full::Closed(SendError::new(SendErrorKind::Closed, event))),
                 Unsent::Nothing,
             );
+        }
+        if let Some(waker) = wait {
+            // `&`, not `&&`: register with every full subscription, not just the first.
+            let room = inner
+                .subs
+                .iter()
+                .fold(true, |room, queue| room & queue.has_room(waker));
+            if !room {
+                drop(inner);
+                let event = envelope.into_event().expect("envelope not shared");
+                return (Err(Full::Wait(event)), Unsent::Nothing);
+            }
         }
         envelope.set_seq(next_seq());
         let mut accepted = 0;

@@ -1,6 +1,9 @@
 //! Delivery control (SPEC §4): bounded subscriptions, keep-latest, lossy vs critical drops, the
 //! drop callback, visible gaps, non-blocking reads. Cases modelled on seed 002's own tests.
 
+// Scopes here sometimes return a task handle to await after the scope has joined the task.
+#![allow(clippy::async_yields_async)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -432,6 +435,159 @@ fn replay_under_a_concurrent_producer_has_no_gap_and_no_duplicate() {
                     );
                     assert_eq!(*seen.last().unwrap(), TOTAL - 1);
                 }
+            })
+            .await;
+    });
+}
+
+#[test]
+fn send_wait_loses_nothing_and_bounds_memory() {
+    both(|| async {
+        let consumer = ctx::scope("bus")
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(4, Overflow::Wait)
+                    .subscribe();
+                let mut observer = ctx::subscribe::<Ev>(); // unbounded: never waited for
+                let consumer = ctx::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut most_queued = 0;
+                    while let Some(event) = sub.next().await {
+                        most_queued = most_queued.max(sub.len());
+                        seen.push(event.0);
+                        tokio::task::yield_now().await; // a slow reader
+                    }
+                    (seen, most_queued, sub.dropped())
+                });
+                // Several producers wait on the same full subscription.
+                let producers: Vec<_> = (0..3u32)
+                    .map(|p| {
+                        ctx::spawn(async move {
+                            for i in 0..500 {
+                                ctx::send_wait(Ev(p * 1000 + i)).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for producer in producers {
+                    producer.await.unwrap();
+                }
+                assert_eq!(observer.drain().len(), 1500);
+                let stats = ctx::stats();
+                assert_eq!(stats.dropped_critical + stats.dropped_lossy, 0);
+                consumer
+            })
+            .await;
+        let (seen, most_queued, dropped) = consumer.await.unwrap();
+        assert_eq!(seen.len(), 1500, "nothing lost");
+        assert_eq!(dropped, 0);
+        assert!(
+            most_queued <= 4,
+            "never more than the capacity queued: {most_queued}"
+        );
+        for p in 0..3 {
+            let mine: Vec<u32> = seen.iter().copied().filter(|v| v / 1000 == p).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "per-producer order");
+        }
+    });
+}
+
+#[test]
+fn plain_send_on_a_full_wait_subscription_drops_and_reports() {
+    both(|| async {
+        let (reports, callback) = recording();
+        ctx::scope("bus")
+            .on_drop(callback)
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::Wait)
+                    .name("writer")
+                    .subscribe();
+                assert_eq!(ctx::send(Ev(1)), 1);
+                assert_eq!(ctx::send(Ev(2)), 0, "send cannot wait: dropped, counted");
+                assert_eq!(sub.try_next().unwrap().0, 1);
+                ctx::send(Ev(3));
+                assert_eq!(sub.try_next().unwrap().0, 3);
+                assert_eq!(sub.missed(), 1);
+                assert_eq!(ctx::stats().dropped_critical, 1);
+            })
+            .await;
+        assert_eq!(reports.lock().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn send_wait_is_cancel_safe() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let mut sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::Wait)
+                    .subscribe();
+                ctx::send_wait(Ev(1)).await.unwrap();
+                // Full: the second send waits; dropping it publishes nothing.
+                let pending = ctx::send_wait(Ev(2));
+                let timed_out =
+                    tokio::time::timeout(std::time::Duration::from_millis(10), pending).await;
+                assert!(timed_out.is_err(), "it was waiting");
+                assert_eq!(sub.try_next().unwrap().0, 1);
+                assert_eq!(
+                    sub.try_next().unwrap_err(),
+                    TryNextError::Empty,
+                    "2 was never sent"
+                );
+                ctx::send_wait(Ev(3)).await.unwrap();
+                assert_eq!(sub.try_next().unwrap().0, 3);
+                assert_eq!(sub.missed(), 0);
+            })
+            .await;
+    });
+}
+
+#[test]
+fn send_wait_reports_no_scope_and_a_bus_closing_while_waiting() {
+    both(|| async {
+        let err = ctx::send_wait(Ev(0)).await.unwrap_err();
+        assert_eq!(err.kind(), scopebus::SendErrorKind::NoScope);
+        assert_eq!(err.into_event(), Ev(0));
+
+        // The subscription outlives the body, so it is ended by the scope's exit, after the
+        // bus is marked closed: the waiter is released and finds the bus closed.
+        let (waiter, _sub) = ctx::scope("bus")
+            .run(async {
+                let sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::Wait)
+                    .subscribe();
+                ctx::send(Ev(1));
+                let waiter = ctx::spawn(ctx::send_wait(Ev(2)));
+                tokio::task::yield_now().await;
+                assert!(!waiter.is_finished(), "waiting for room");
+                (waiter, sub)
+            })
+            .await;
+        let err = waiter.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), scopebus::SendErrorKind::Closed);
+    });
+}
+
+#[test]
+fn dropping_a_full_wait_subscription_releases_waiting_senders() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                let sub = ctx::subscription::<Ev>()
+                    .bounded(1, Overflow::Wait)
+                    .subscribe();
+                ctx::send(Ev(1));
+                let waiter = ctx::spawn(ctx::send_wait(Ev(2)));
+                tokio::task::yield_now().await;
+                assert!(!waiter.is_finished(), "waiting for room");
+                drop(sub); // the only reader goes away
+                assert_eq!(
+                    waiter.await.unwrap().unwrap(),
+                    0,
+                    "released, nobody to deliver to"
+                );
             })
             .await;
     });
