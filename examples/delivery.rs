@@ -105,23 +105,23 @@ async fn main() {
             let mut writer = ctx::subscription::<Reading>()
                 .bounded(8, Overflow::Wait)
                 .subscribe();
-            let disk = ctx::spawn(async move {
+            ctx::spawn(async move {
                 let mut written = 0;
                 while writer.next().await.is_some() {
                     tokio::task::yield_now().await; // a slow disk
                     written += 1;
                 }
-                (written, writer.dropped())
+                // The stream ends when the scope's body is done; the scope waits for this task.
+                println!(
+                    "writer stored {written} readings, lost {}",
+                    writer.dropped()
+                );
             });
             for value in 0..1000 {
                 // Waits while the writer holds 8 unread readings: bounded memory, no loss.
                 ctx::send_wait(Reading { sensor: 3, value }).await.unwrap();
             }
-            disk
         })
-        .await
-        .await
-        .map(|(written, lost)| println!("writer stored {written} readings, lost {lost}"))
-        .unwrap();
+        .await;
     // ANCHOR_END: backpressure
 }

@@ -11,22 +11,27 @@
 //! - The drop callback is called, and undelivered or evicted payloads are dropped, only after
 //!   every lock of the send has been released.
 //!
-//! Lock order: `topics` (read or write) → topic → queue. The write lock is only taken to insert
+//! Lock order: `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is only taken to insert
 //! a new topic and to close the bus, never while a topic lock is held.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::task::Waker;
 
 use crate::delivery::{DropCallback, DropLog, Policy};
 use crate::error::{SendError, SendErrorKind};
+use crate::event::{AnyEnvelope, Envelope};
 use crate::scope::ScopeInfo;
 use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
+use crate::sync::lock;
 use crate::topic::{AnyTopic, Full, Topic, Unsent};
+
+/// Gets (creating if needed) the topic of one event type, type-erased.
+pub(crate) type TopicOf = fn(&Bus) -> Arc<dyn AnyTopic>;
 
 type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>;
 
@@ -35,6 +40,12 @@ pub(crate) struct Bus {
     on_drop: Option<DropCallback>,
     /// Sends of types that never had a subscriber (they have no topic).
     unrouted: AtomicU64,
+    /// Taken by the fan-out of types that have multi-type subscribers or taps (see `topic.rs`).
+    order: Mutex<()>,
+    /// Taps: attached to every topic, including topics created later. Written under the map's
+    /// write lock, so a new topic and a new tap always meet.
+    taps: Mutex<Vec<Weak<Queue<AnyEnvelope>>>>,
+    has_taps: AtomicBool,
     seq: AtomicU64,
     next_subscription: AtomicU64,
     closed: AtomicBool,
@@ -46,6 +57,9 @@ impl Bus {
             topics: RwLock::new(TopicMap::default()),
             on_drop,
             unrouted: AtomicU64::new(0),
+            order: Mutex::new(()),
+            taps: Mutex::new(Vec::new()),
+            has_taps: AtomicBool::new(false),
             seq: AtomicU64::new(1),
             next_subscription: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -89,7 +103,11 @@ impl Bus {
         if self.is_closed() {
             return Err(Full::Closed(SendError::new(SendErrorKind::Closed, event)));
         }
-        let mut drops = DropLog::new();
+        if self.has_taps.load(Ordering::Acquire) {
+            // A tap sees every type: make sure this one has a topic (someone listens).
+            drop(self.topic::<E>());
+        }
+        let mut drops = DropLog::new(std::any::type_name::<E>());
         let (result, unsent) = {
             let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
             match topics.get(&TypeId::of::<E>()) {
@@ -103,6 +121,7 @@ impl Bus {
                     event,
                     &mut drops,
                     wait,
+                    &self.order,
                 ),
             }
         };
@@ -114,7 +133,7 @@ impl Bus {
     }
 
     /// Reports critical drops to the callback and drops evicted envelopes (no lock held).
-    fn account<E: 'static>(&self, drops: DropLog<E>) {
+    fn account(&self, drops: DropLog) {
         if let Some(callback) = &self.on_drop {
             for report in &drops.reports {
                 callback(report);
@@ -146,11 +165,53 @@ impl Bus {
     pub(crate) fn subscribe<E: Send + Sync + 'static>(
         &self,
         policy: Policy,
-    ) -> Option<Arc<Queue<E>>> {
+    ) -> Option<Arc<Queue<Envelope<E>>>> {
         let topic = self.topic::<E>();
-        let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(Queue::new(id, Arc::downgrade(&topic), policy));
+        let queue = Arc::new(Queue::new(self.next_id(), policy));
         topic.add(queue.clone()).then_some(queue)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_subscription.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attaches a new multi-type queue to the topics that `topics` creates; `None` if the bus
+    /// is closed.
+    pub(crate) fn subscribe_many(
+        &self,
+        topics: &[TopicOf],
+        policy: Policy,
+    ) -> Option<Arc<Queue<AnyEnvelope>>> {
+        let queue = Arc::new(Queue::new(self.next_id(), policy));
+        for topic_of in topics {
+            if !topic_of(self).attach_erased(&queue) {
+                return None;
+            }
+        }
+        Some(queue)
+    }
+
+    /// Attaches a new tap: to every topic now, and to every topic created later.
+    pub(crate) fn tap(&self, policy: Policy) -> Option<Arc<Queue<AnyEnvelope>>> {
+        let queue = Arc::new(Queue::new(self.next_id(), policy));
+        let map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return None;
+        }
+        let mut taps = lock(&self.taps);
+        taps.retain(|tap| tap.strong_count() > 0);
+        taps.push(Arc::downgrade(&queue));
+        self.has_taps.store(true, Ordering::Release);
+        drop(taps);
+        for topic in map.values() {
+            topic.clone().attach_erased(&queue);
+        }
+        Some(queue)
+    }
+
+    /// The topic of `E` as a trait object (for multi-type subscriptions).
+    pub(crate) fn topic_dyn<E: Send + Sync + 'static>(&self) -> Arc<dyn AnyTopic> {
+        self.topic::<E>()
     }
 
     /// The topic of `E`, created if missing.
@@ -165,10 +226,15 @@ impl Bus {
             return downcast_arc(topic);
         }
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-        let topic = topics
-            .entry(key)
-            .or_insert_with(|| Arc::new(Topic::<E>::new(self.is_closed())));
-        downcast_arc(topic)
+        if let Some(topic) = topics.get(&key) {
+            return downcast_arc(topic);
+        }
+        let topic = Arc::new(Topic::<E>::new(self.is_closed()));
+        for tap in lock(&self.taps).iter().filter_map(Weak::upgrade) {
+            topic.clone().attach_erased(&tap);
+        }
+        topics.insert(key, topic.clone());
+        topic
     }
 
     /// First step of closing: from now on sends fail with `Closed` and new topics are created

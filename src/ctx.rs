@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::context;
-use crate::delivery::{Policy, SubscriptionBuilder};
+use crate::delivery::{ManyBuilder, Policy, SubscriptionBuilder};
 use crate::error::{SendError, SendErrorKind, SpawnError, SubscribeError, no_scope_panic};
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
@@ -334,6 +334,60 @@ pub fn shutdown(grace: Duration) {
 pub fn retain<E: Send + Sync + 'static>(count: usize) {
     context::with(|frame| frame.bus.retain::<E>(count))
         .unwrap_or_else(|| panic!("{}", no_scope_panic("retain")));
+}
+
+/// Options for one subscription over several event types: add types with
+/// [`ManyBuilder::with`], then [`subscribe`](ManyBuilder::subscribe). Items are
+/// [`AnyEnvelope`](crate::AnyEnvelope)s in bus sequence order; see
+/// [`AnySubscription`](crate::AnySubscription).
+///
+/// ```
+/// use futures::StreamExt;
+/// use scopebus::ctx;
+///
+/// struct Opened(u32);
+/// struct Closed(u32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let mut doors = ctx::subscribe_many().with::<Opened>().with::<Closed>().subscribe();
+///     ctx::send(Opened(1));
+///     ctx::send(Closed(1));
+///     let first = doors.next().await.unwrap();
+///     assert!(first.is::<Opened>());
+///     assert_eq!(doors.next().await.unwrap().downcast::<Closed>().ok().unwrap().0, 1);
+/// }).await;
+/// # }
+/// ```
+pub fn subscribe_many() -> ManyBuilder {
+    ManyBuilder::new(false)
+}
+
+/// Options for a tap: one subscription to **every** event type of the current scope's bus, in
+/// bus sequence order — for debugging and logging. Finish with
+/// [`subscribe`](ManyBuilder::subscribe); `bounded(..).lossy()` suits a log that must never
+/// hold the application back.
+///
+/// While a tap exists, every send on the bus takes one bus-wide lock for its fan-out (that is
+/// what makes the one order possible); without taps, nothing is paid.
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let mut log = ctx::tap().name("log").subscribe();
+///     ctx::send(1u32);
+///     ctx::send("hello");
+///     let types: Vec<&str> = log.drain().iter().map(|e| e.type_name()).collect();
+///     assert_eq!(types, ["u32", "&str"]);
+/// }).await;
+/// # }
+/// ```
+pub fn tap() -> ManyBuilder {
+    ManyBuilder::new(true)
 }
 
 /// A snapshot of the counters of the current scope's bus; see [`BusStats`].

@@ -13,10 +13,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::bus::{Bus, TopicOf};
 use crate::context;
 use crate::error::{SubscribeError, no_scope_panic};
-use crate::event::Envelope;
-use crate::subscription::Subscription;
+use crate::event::AnyEnvelope;
+use crate::subscription::{AnySubscription, Subscription};
 
 /// What a bounded subscription does with a new event when it is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +67,58 @@ impl Policy {
     }
 }
 
+/// The delivery options both builders offer (one definition, two builders).
+macro_rules! policy_methods {
+    () => {
+        /// Holds at most `capacity` unread events; `overflow` says which event is lost when full.
+        ///
+        /// # Panics
+        ///
+        /// If `capacity` is 0 (a subscription that can hold nothing would lose everything).
+        #[track_caller]
+        pub fn bounded(mut self, capacity: usize, overflow: Overflow) -> Self {
+            assert!(
+                capacity > 0,
+                "`bounded` needs a capacity of at least 1; to receive nothing, do not subscribe"
+            );
+            self.policy.capacity = capacity;
+            self.policy.overflow = overflow;
+            self.policy.coalesce = false;
+            self
+        }
+
+        /// Keeps only the newest unread event (coalescing), for state updates where only the latest
+        /// matters. Replaced events are counted as superseded, not as drops: they raise no alarm.
+        pub fn keep_latest(mut self) -> Self {
+            self.policy.capacity = 1;
+            self.policy.overflow = Overflow::DropOldest;
+            self.policy.coalesce = true;
+            self
+        }
+
+        /// Marks an observability subscriber (a log, a dashboard): its drops are counted as lossy,
+        /// separately from critical ones, and never reach the drop callback.
+        pub fn lossy(mut self) -> Self {
+            self.policy.lossy = true;
+            self
+        }
+
+        /// Receives the events the bus retains for this type (see
+        /// [`ctx::retain`](crate::ctx::retain)) first, oldest first, then live events — with no gap
+        /// and no duplicate between the two, even while other tasks are sending.
+        pub fn replay(mut self) -> Self {
+            self.policy.replay = true;
+            self
+        }
+
+        /// Names the subscriber in drop reports and diagnostics.
+        pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+            self.policy.name = Some(name.into());
+            self
+        }
+    };
+}
+
 /// Options for a subscription, made by [`ctx::subscription`](crate::ctx::subscription).
 ///
 /// The default — what [`ctx::subscribe`](crate::ctx::subscribe) gives — is unbounded and
@@ -108,52 +161,7 @@ impl<E: Send + Sync + 'static> SubscriptionBuilder<E> {
         }
     }
 
-    /// Holds at most `capacity` unread events; `overflow` says which event is lost when full.
-    ///
-    /// # Panics
-    ///
-    /// If `capacity` is 0 (a subscription that can hold nothing would lose everything).
-    #[track_caller]
-    pub fn bounded(mut self, capacity: usize, overflow: Overflow) -> Self {
-        assert!(
-            capacity > 0,
-            "`bounded` needs a capacity of at least 1; to receive nothing, do not subscribe"
-        );
-        self.policy.capacity = capacity;
-        self.policy.overflow = overflow;
-        self.policy.coalesce = false;
-        self
-    }
-
-    /// Keeps only the newest unread event (coalescing), for state updates where only the latest
-    /// matters. Replaced events are counted as superseded, not as drops: they raise no alarm.
-    pub fn keep_latest(mut self) -> Self {
-        self.policy.capacity = 1;
-        self.policy.overflow = Overflow::DropOldest;
-        self.policy.coalesce = true;
-        self
-    }
-
-    /// Marks an observability subscriber (a log, a dashboard): its drops are counted as lossy,
-    /// separately from critical ones, and never reach the drop callback.
-    pub fn lossy(mut self) -> Self {
-        self.policy.lossy = true;
-        self
-    }
-
-    /// Receives the events the bus retains for this type (see
-    /// [`ctx::retain`](crate::ctx::retain)) first, oldest first, then live events — with no gap
-    /// and no duplicate between the two, even while other tasks are sending.
-    pub fn replay(mut self) -> Self {
-        self.policy.replay = true;
-        self
-    }
-
-    /// Names the subscriber in drop reports and diagnostics.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.policy.name = Some(name.into());
-        self
-    }
+    policy_methods!();
 
     /// Subscribes on the current scope's bus with these options; see
     /// [`ctx::subscribe`](crate::ctx::subscribe).
@@ -197,6 +205,68 @@ impl<E> fmt::Debug for SubscriptionBuilder<E> {
     }
 }
 
+/// Options for a multi-type subscription ([`ctx::subscribe_many`](crate::ctx::subscribe_many))
+/// or a tap ([`ctx::tap`](crate::ctx::tap)). The delivery options are those of
+/// [`SubscriptionBuilder`]; a tap used for logging is typically `bounded(..).lossy()`.
+#[must_use = "a subscription builder does nothing until `subscribe` is called"]
+pub struct ManyBuilder {
+    policy: Policy,
+    /// The types to receive; `None` for a tap (every type).
+    types: Option<Vec<TopicOf>>,
+}
+
+impl ManyBuilder {
+    pub(crate) fn new(tap: bool) -> Self {
+        Self {
+            policy: Policy::lossless(),
+            types: (!tap).then(Vec::new),
+        }
+    }
+
+    /// Adds the event type `E` to the subscription (ignored by a tap, which has every type).
+    pub fn with<E: Send + Sync + 'static>(mut self) -> Self {
+        if let Some(types) = &mut self.types {
+            types.push(Bus::topic_dyn::<E>);
+        }
+        self
+    }
+
+    policy_methods!();
+
+    /// Subscribes on the current scope's bus, owned by the current scope.
+    ///
+    /// # Panics
+    ///
+    /// Outside of a scope. Use [`try_subscribe`](Self::try_subscribe) to get an error instead.
+    #[track_caller]
+    pub fn subscribe(self) -> AnySubscription {
+        self.try_subscribe()
+            .unwrap_or_else(|_| panic!("{}", no_scope_panic("subscribe_many/tap(..).subscribe")))
+    }
+
+    /// Subscribes like [`subscribe`](Self::subscribe), or returns an error outside of a scope.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::NoScope`] outside of a scope.
+    pub fn try_subscribe(self) -> Result<AnySubscription, SubscribeError> {
+        context::with(move |frame| frame.subscribe_many(self.types.as_deref(), self.policy))
+            .ok_or(SubscribeError::NoScope)
+    }
+}
+
+impl fmt::Debug for ManyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManyBuilder")
+            .field("tap", &self.types.is_none())
+            .field("types", &self.types.as_ref().map(Vec::len))
+            .field("capacity", &self.policy.capacity)
+            .field("lossy", &self.policy.lossy)
+            .field("name", &self.policy.name)
+            .finish()
+    }
+}
+
 /// One event lost by one critical subscription, as given to a bus's drop callback
 /// ([`Scope::on_drop`](crate::Scope::on_drop)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +284,8 @@ pub struct DropReport {
 pub(crate) type DropCallback = Arc<dyn Fn(&DropReport) + Send + Sync>;
 
 /// What one send lost, collected under locks and acted on after they are released.
-pub(crate) struct DropLog<E> {
+pub(crate) struct DropLog {
+    event_type: &'static str,
     pub(crate) critical: u64,
     pub(crate) lossy: u64,
     pub(crate) superseded: u64,
@@ -222,12 +293,13 @@ pub(crate) struct DropLog<E> {
     pub(crate) reports: Vec<DropReport>,
     /// Envelopes pushed out of full queues; dropped after the locks (a payload's `Drop` may
     /// use the bus).
-    pub(crate) evicted: Vec<Envelope<E>>,
+    pub(crate) evicted: Vec<AnyEnvelope>,
 }
 
-impl<E: 'static> DropLog<E> {
-    pub(crate) fn new() -> Self {
+impl DropLog {
+    pub(crate) fn new(event_type: &'static str) -> Self {
         Self {
+            event_type,
             critical: 0,
             lossy: 0,
             superseded: 0,
@@ -245,7 +317,7 @@ impl<E: 'static> DropLog<E> {
         } else {
             self.critical += 1;
             self.reports.push(DropReport {
-                event_type: std::any::type_name::<E>(),
+                event_type: self.event_type,
                 subscriber: policy.name.clone(),
                 capacity: policy.capacity,
             });

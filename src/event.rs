@@ -7,6 +7,7 @@
 //! - `seq` is assigned while the topic lock is held, so within one bus and type the sequence
 //!   order is the delivery order.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -47,6 +48,141 @@ struct Inner<E> {
     sent_at: SystemTime,
     origin: Arc<ScopeInfo>,
     event: E,
+}
+
+/// The envelope seen without its event type, for [`AnyEnvelope`].
+trait Erased: Any + Send + Sync {
+    fn seq(&self) -> u64;
+    fn sent_at(&self) -> SystemTime;
+    fn origin(&self) -> &ScopeInfo;
+    fn type_name(&self) -> &'static str;
+    fn event_type_id(&self) -> TypeId;
+}
+
+impl<E: Send + Sync + 'static> Erased for Inner<E> {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn sent_at(&self) -> SystemTime {
+        self.sent_at
+    }
+    fn origin(&self) -> &ScopeInfo {
+        &self.origin
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<E>()
+    }
+    fn event_type_id(&self) -> TypeId {
+        TypeId::of::<E>()
+    }
+}
+
+/// One event of any type, as delivered to a multi-type subscription or a tap
+/// ([`AnySubscription`](crate::AnySubscription)): the same shared allocation as the typed
+/// [`Envelope`], with its type erased. [`downcast`](AnyEnvelope::downcast) gets the typed
+/// envelope back.
+///
+/// ```
+/// use scopebus::ctx;
+///
+/// struct Started(u32);
+/// struct Stopped(u32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let mut lifecycle = ctx::subscribe_many().with::<Started>().with::<Stopped>().subscribe();
+///     ctx::send(Started(1));
+///     ctx::send(Stopped(1));
+///     for event in lifecycle.drain() {
+///         if let Some(started) = event.downcast_ref::<Started>() {
+///             println!("started {}", started.0);
+///         } else if let Ok(stopped) = event.downcast::<Stopped>() {
+///             println!("stopped {} (#{})", stopped.0, stopped.seq());
+///         }
+///     }
+/// }).await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AnyEnvelope {
+    inner: Arc<dyn Erased>,
+}
+
+impl AnyEnvelope {
+    /// The event's sequence number on its bus; see [`Envelope::seq`].
+    pub fn seq(&self) -> u64 {
+        self.inner.seq()
+    }
+
+    /// The wall-clock time at which the event was sent.
+    pub fn sent_at(&self) -> SystemTime {
+        self.inner.sent_at()
+    }
+
+    /// The scope the event was sent from.
+    pub fn origin(&self) -> &ScopeInfo {
+        self.inner.origin()
+    }
+
+    /// `std::any::type_name` of the event's type (for diagnostics only).
+    pub fn type_name(&self) -> &'static str {
+        self.inner.type_name()
+    }
+
+    /// The `TypeId` of the event's type.
+    pub fn type_id(&self) -> TypeId {
+        self.inner.event_type_id()
+    }
+
+    /// `true` if the event is an `E`.
+    pub fn is<E: Send + Sync + 'static>(&self) -> bool {
+        self.type_id() == TypeId::of::<E>()
+    }
+
+    /// The event, if it is an `E`.
+    pub fn downcast_ref<E: Send + Sync + 'static>(&self) -> Option<&E> {
+        let any: &dyn Any = &*self.inner;
+        any.downcast_ref::<Inner<E>>().map(|inner| &inner.event)
+    }
+
+    /// The typed envelope, if the event is an `E`; otherwise `self` back.
+    ///
+    /// # Errors
+    ///
+    /// Returns `self` unchanged when the event is not an `E`.
+    pub fn downcast<E: Send + Sync + 'static>(self) -> Result<Envelope<E>, AnyEnvelope> {
+        if !self.is::<E>() {
+            return Err(self);
+        }
+        let any: Arc<dyn Any + Send + Sync> = self.inner;
+        Ok(Envelope {
+            inner: any.downcast::<Inner<E>>().expect("type checked above"),
+        })
+    }
+
+    /// `true` when both handles refer to the same send (the same allocation).
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        Arc::ptr_eq(&this.inner, &other.inner)
+    }
+}
+
+impl<E: Send + Sync + 'static> From<Envelope<E>> for AnyEnvelope {
+    fn from(envelope: Envelope<E>) -> Self {
+        Self {
+            inner: envelope.inner,
+        }
+    }
+}
+
+impl fmt::Debug for AnyEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyEnvelope")
+            .field("seq", &self.seq())
+            .field("type", &self.type_name())
+            .field("origin", self.origin())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<E> Envelope<E> {

@@ -50,13 +50,13 @@ mod subscription;
 mod sync;
 mod topic;
 
-pub use delivery::{DropReport, Overflow, SubscriptionBuilder};
+pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
 pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
-pub use event::Envelope;
+pub use event::{AnyEnvelope, Envelope};
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
 pub use stats::{BusStats, TypeStats};
-pub use subscription::{EndReason, Subscription, TryNextError};
+pub use subscription::{AnySubscription, EndReason, Subscription, TryNextError};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

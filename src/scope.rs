@@ -42,11 +42,12 @@ use tracing::Instrument;
 
 use crate::abort::{AbortNode, AbortWatch};
 use crate::bus::Bus;
+use crate::bus::TopicOf;
 use crate::context;
 use crate::delivery::{DropCallback, DropReport, Policy};
 use crate::error::{SendError, panic_message};
 use crate::stats::BusStats;
-use crate::subscription::{EndReason, Endable, Subscription};
+use crate::subscription::{AnySubscription, EndReason, Endable, Item, Queue, Subscription};
 use crate::sync::lock;
 
 /// A scope's process-unique identifier.
@@ -317,19 +318,45 @@ impl Frame {
         let Some(queue) = self.bus.subscribe::<E>(policy) else {
             return Subscription::ended(EndReason::BusClosed);
         };
-        let weak: Weak<dyn Endable> = Arc::downgrade(&queue) as Weak<_>;
+        // If the scope's subscriptions already ended, `own` ends this one too.
+        self.own(&queue);
+        Subscription::new(queue)
+    }
+
+    /// A new multi-type subscription (`types`) or tap (`None`), owned by this scope.
+    pub(crate) fn subscribe_many(
+        &self,
+        types: Option<&[TopicOf]>,
+        policy: Policy,
+    ) -> AnySubscription {
+        let queue = match types {
+            Some(types) => self.bus.subscribe_many(types, policy),
+            None => self.bus.tap(policy),
+        };
+        match queue {
+            Some(queue) => {
+                self.own(&queue);
+                AnySubscription::new(queue)
+            }
+            None => AnySubscription::ended(EndReason::BusClosed),
+        }
+    }
+
+    /// Registers a queue as owned by this scope; if the scope's subscriptions have already
+    /// ended, ends it at once.
+    fn own<T: Item>(&self, queue: &Arc<Queue<T>>) {
+        let weak: Weak<dyn Endable> = Arc::downgrade(queue) as Weak<_>;
         let mut owned = lock(&self.owned);
         if let Some(reason) = owned.ended {
             drop(owned);
             queue.end_subscription(reason);
-        } else {
-            if owned.subs.len() >= owned.prune_at {
-                owned.subs.retain(|sub| sub.strong_count() > 0);
-                owned.prune_at = (owned.subs.len() * 2).max(16);
-            }
-            owned.subs.push(weak);
+            return;
         }
-        Subscription::new(queue)
+        if owned.subs.len() >= owned.prune_at {
+            owned.subs.retain(|sub| sub.strong_count() > 0);
+            owned.prune_at = (owned.subs.len() * 2).max(16);
+        }
+        owned.subs.push(weak);
     }
 
     /// Ends every subscription created in this scope, and every later one.

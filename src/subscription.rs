@@ -18,7 +18,11 @@
 //! - The item indices used by gap marks restart at 0 whenever an unbounded reader takes a
 //!   whole batch (an unbounded queue never has gaps, so nothing refers to the old indices).
 //!
-//! Lock order: topic → queue. A queue lock is held only for a push, a swap or a flag change.
+//! - A queue is generic over its item: `Envelope<E>` for a typed subscription, `AnyEnvelope`
+//!   for a multi-type one or a tap (attached to several topics). [`Reader`] holds the reading
+//!   logic both share.
+//!
+//! Lock order: topic → (bus order lock) → queue state. A queue's `topics` list is a leaf lock. A queue lock is held only for a push, a swap or a flag change.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,9 +34,9 @@ use futures::Stream;
 use futures::stream::FusedStream;
 
 use crate::delivery::{DropLog, Overflow, Policy};
-use crate::event::Envelope;
+use crate::event::{AnyEnvelope, Envelope};
 use crate::sync::{WakeList, lock};
-use crate::topic::Topic;
+use crate::topic::AnyTopic;
 
 /// Why a [`Subscription`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,20 +64,37 @@ impl fmt::Display for EndReason {
     }
 }
 
-/// The shared half of a subscription: what the topic pushes into.
-pub(crate) struct Queue<E> {
-    pub(crate) id: u64,
-    topic: Weak<Topic<E>>,
-    pub(crate) policy: Policy,
-    state: Mutex<QueueState<E>>,
+/// What a queue holds: a typed envelope or an erased one.
+pub(crate) trait Item: Clone + Send + Sync + 'static {
+    fn erase(self) -> AnyEnvelope;
 }
 
-struct QueueState<E> {
-    items: VecDeque<Envelope<E>>,
+impl<E: Send + Sync + 'static> Item for Envelope<E> {
+    fn erase(self) -> AnyEnvelope {
+        AnyEnvelope::from(self)
+    }
+}
+
+impl Item for AnyEnvelope {
+    fn erase(self) -> AnyEnvelope {
+        self
+    }
+}
+
+/// The shared half of a subscription: what topics push into.
+pub(crate) struct Queue<T> {
+    pub(crate) id: u64,
+    /// The topics this queue is attached to (one for a typed subscription).
+    topics: Mutex<Vec<Weak<dyn AnyTopic>>>,
+    pub(crate) policy: Policy,
+    state: Mutex<QueueState<T>>,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
     waker: Option<Waker>,
     end: Option<EndReason>,
-    /// How many envelopes were ever queued: the item at the front has index
-    /// `pushed - items.len()`.
+    /// How many items were ever queued: the item at the front has index `pushed - items.len()`.
     pushed: u64,
     /// Sparse gap marks: `(index, count)` — `count` events were lost just before the item with
     /// `index` (or, for the last mark, before the next item or the end). Strictly increasing.
@@ -84,7 +105,7 @@ struct QueueState<E> {
     room: Vec<Waker>,
 }
 
-impl<E> QueueState<E> {
+impl<T> QueueState<T> {
     fn mark_gap(&mut self, index: u64) {
         self.lost += 1;
         match self.gaps.iter_mut().find(|(at, _)| *at == index) {
@@ -97,7 +118,7 @@ impl<E> QueueState<E> {
     }
 
     /// Pops the front item with the number of events lost just before it.
-    fn pop(&mut self) -> Option<(Envelope<E>, u64)> {
+    fn pop(&mut self) -> Option<(T, u64)> {
         let index = self.pushed - self.items.len() as u64;
         let item = self.items.pop_front()?;
         Some((item, self.take_gap(index)))
@@ -112,13 +133,23 @@ impl<E> QueueState<E> {
             _ => 0,
         }
     }
+
+    fn take_room(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.room)
+    }
 }
 
-impl<E: Send + Sync + 'static> Queue<E> {
-    pub(crate) fn new(id: u64, topic: Weak<Topic<E>>, policy: Policy) -> Self {
+fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+impl<T: Item> Queue<T> {
+    pub(crate) fn new(id: u64, policy: Policy) -> Self {
         Self {
             id,
-            topic,
+            topics: Mutex::new(Vec::new()),
             policy,
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
@@ -132,14 +163,24 @@ impl<E: Send + Sync + 'static> Queue<E> {
         }
     }
 
-    /// Offers `envelope` to the queue, applying its policy; called with the topic lock held.
-    /// Returns `true` if the envelope was queued.
-    pub(crate) fn push(
-        &self,
-        envelope: &Envelope<E>,
-        wakers: &mut WakeList,
-        drops: &mut DropLog<E>,
-    ) -> bool {
+    /// Records that `topic` pushes into this queue (to detach from it later).
+    pub(crate) fn attached_to(&self, topic: Weak<dyn AnyTopic>) {
+        lock(&self.topics).push(topic);
+    }
+
+    /// Detaches from every topic it is attached to.
+    fn detach(&self) {
+        let topics = std::mem::take(&mut *lock(&self.topics));
+        for topic in topics {
+            if let Some(topic) = topic.upgrade() {
+                topic.remove(self.id);
+            }
+        }
+    }
+
+    /// Offers `item` to the queue, applying its policy; called with the topic lock held.
+    /// Returns `true` if the item was queued.
+    pub(crate) fn push(&self, item: &T, wakers: &mut WakeList, drops: &mut DropLog) -> bool {
         let mut state = lock(&self.state);
         if state.end.is_some() {
             return false;
@@ -162,12 +203,12 @@ impl<E: Send + Sync + 'static> Queue<E> {
                     if before > 0 {
                         state.gaps.front_mut().expect("just marked").1 += before;
                     }
-                    drops.evicted.push(evicted);
+                    drops.evicted.push(evicted.erase());
                     drops.lost(&self.policy);
                 }
             }
         }
-        state.items.push_back(envelope.clone());
+        state.items.push_back(item.clone());
         state.pushed += 1;
         let waker = state.waker.take();
         drop(state);
@@ -196,11 +237,14 @@ impl<E: Send + Sync + 'static> Queue<E> {
     /// Queues the retained events of a replaying subscription before it is attached (topic
     /// lock held). A bounded queue takes the newest that fit; the older ones were never sent to
     /// it, so they are not counted as lost.
-    pub(crate) fn preload(&self, retained: &VecDeque<Envelope<E>>) {
+    pub(crate) fn preload<'a>(&self, retained: impl ExactSizeIterator<Item = &'a T>)
+    where
+        T: 'a,
+    {
         let skip = retained.len().saturating_sub(self.policy.capacity);
         let mut state = lock(&self.state);
-        for envelope in retained.iter().skip(skip) {
-            state.items.push_back(envelope.clone());
+        for item in retained.skip(skip) {
+            state.items.push_back(item.clone());
             state.pushed += 1;
         }
     }
@@ -213,27 +257,235 @@ impl<E: Send + Sync + 'static> Queue<E> {
             state.end = Some(reason);
         }
         let waker = state.waker.take();
-        let room = std::mem::take(&mut state.room);
+        let room = state.take_room();
         drop(state);
-        for waker in waker.into_iter().chain(room) {
-            waker.wake();
-        }
+        wake_all(waker.into_iter().chain(room));
     }
 }
 
 /// Something a scope can end when it exits: the subscriptions it created.
 pub(crate) trait Endable: Send + Sync {
-    /// Detaches from the topic and ends the queue.
+    /// Detaches from the topics and ends the queue.
     fn end_subscription(&self, reason: EndReason);
 }
 
-impl<E: Send + Sync + 'static> Endable for Queue<E> {
+impl<T: Item> Endable for Queue<T> {
     fn end_subscription(&self, reason: EndReason) {
-        if let Some(topic) = self.topic.upgrade() {
-            topic.remove(self.id);
-        }
+        self.detach();
         self.end(reason);
     }
+}
+
+/// Why [`Subscription::try_next`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TryNextError {
+    /// Nothing is queued now; more may come (await `next()` to wait for it).
+    Empty,
+    /// The subscription has ended, for this reason, and everything it held was read.
+    Ended(EndReason),
+}
+
+impl fmt::Display for TryNextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryNextError::Empty => f.write_str("no event is queued now"),
+            TryNextError::Ended(reason) => write!(f, "the subscription ended: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for TryNextError {}
+
+/// The reading half shared by [`Subscription`] and [`AnySubscription`].
+pub(crate) struct Reader<T: Item> {
+    queue: Option<Arc<Queue<T>>>,
+    /// Items taken from the queue in one batch (unbounded subscriptions only; a bounded one
+    /// takes one item at a time so that its capacity is exact).
+    local: VecDeque<T>,
+    end: Option<EndReason>,
+    /// Events lost just before the item last returned (or before the end).
+    missed: u64,
+    /// `lost` as last seen, for a reader whose queue is gone.
+    lost: u64,
+}
+
+impl<T: Item> Reader<T> {
+    fn new(queue: Option<Arc<Queue<T>>>, end: Option<EndReason>) -> Self {
+        Self {
+            queue,
+            local: VecDeque::new(),
+            end,
+            missed: 0,
+            lost: 0,
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match &self.queue {
+            Some(queue) => lock(&queue.state).lost,
+            None => self.lost,
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.queue.as_ref()?.policy.name.as_deref()
+    }
+
+    fn len(&self) -> usize {
+        self.local.len()
+            + self
+                .queue
+                .as_ref()
+                .map_or(0, |queue| lock(&queue.state).items.len())
+    }
+
+    fn try_next(&mut self) -> Result<T, TryNextError> {
+        match self.poll_take(None) {
+            Poll::Ready(Some(item)) => Ok(item),
+            Poll::Ready(None) => Err(TryNextError::Ended(self.end.expect("ended"))),
+            Poll::Pending => Err(TryNextError::Empty),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<T> {
+        let mut out: Vec<T> = self.local.drain(..).collect();
+        if let Some(queue) = &self.queue {
+            let mut state = lock(&queue.state);
+            while let Some((item, missed)) = state.pop() {
+                self.missed = missed;
+                out.push(item);
+            }
+            let room = state.take_room();
+            drop(state);
+            wake_all(room);
+        }
+        out
+    }
+
+    /// One step of reading: an item, nothing yet (registering `waker` if given), or the end.
+    fn poll_take(&mut self, waker: Option<&Waker>) -> Poll<Option<T>> {
+        if let Some(item) = self.local.pop_front() {
+            self.missed = 0;
+            return Poll::Ready(Some(item));
+        }
+        let Some(queue) = &self.queue else {
+            return match self.end {
+                Some(_) => Poll::Ready(None),
+                None => Poll::Pending,
+            };
+        };
+        let mut state = lock(&queue.state);
+        if queue.policy.is_unbounded() && state.gaps.is_empty() {
+            if !state.items.is_empty() {
+                // Take the whole batch with one lock; capacities are reused.
+                std::mem::swap(&mut state.items, &mut self.local);
+                state.pushed = 0;
+                drop(state);
+                self.missed = 0;
+                return Poll::Ready(self.local.pop_front());
+            }
+        } else if let Some((item, missed)) = state.pop() {
+            let room = state.take_room();
+            drop(state);
+            wake_all(room);
+            self.missed = missed;
+            return Poll::Ready(Some(item));
+        }
+        if let Some(reason) = state.end {
+            // Events lost after the last item count as lost before the end.
+            self.missed = state.gaps.drain(..).map(|(_, count)| count).sum();
+            self.lost = state.lost;
+            drop(state);
+            self.end = Some(reason);
+            // Ended and drained: let go of the queue (and detach if still attached).
+            if let Some(queue) = self.queue.take() {
+                queue.end_subscription(reason);
+            }
+            return Poll::Ready(None);
+        }
+        if let Some(waker) = waker {
+            match &state.waker {
+                Some(current) if current.will_wake(waker) => {}
+                _ => state.waker = Some(waker.clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_terminated(&self) -> bool {
+        self.queue.is_none() && self.local.is_empty()
+    }
+}
+
+impl<T: Item> Drop for Reader<T> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            queue.detach();
+            // Senders waiting for room in this queue must not wait for a reader that is gone.
+            let room = lock(&queue.state).take_room();
+            wake_all(room);
+        }
+    }
+}
+
+/// The methods both subscription types offer, delegated to their [`Reader`].
+macro_rules! reading_methods {
+    ($item:ty) => {
+        /// Why the stream ended, once it has returned `None`; `None` while it is live.
+        pub fn end_reason(&self) -> Option<EndReason> {
+            self.reader.end
+        }
+
+        /// How many events this subscription lost just before the event most recently returned
+        /// (or, once the stream has ended, just before the end). Always 0 for the default
+        /// lossless subscription.
+        ///
+        /// Together with [`dropped`](Self::dropped) this makes every gap visible: a reader that
+        /// checks `missed()` after each event knows exactly where events are missing and how
+        /// many.
+        pub fn missed(&self) -> u64 {
+            self.reader.missed
+        }
+
+        /// How many events this subscription has lost so far (dropped when full, or
+        /// superseded under keep-latest).
+        pub fn dropped(&self) -> u64 {
+            self.reader.dropped()
+        }
+
+        /// The name given with [`SubscriptionBuilder::name`](crate::SubscriptionBuilder::name).
+        pub fn name(&self) -> Option<&str> {
+            self.reader.name()
+        }
+
+        /// How many events are waiting to be read.
+        pub fn len(&self) -> usize {
+            self.reader.len()
+        }
+
+        /// `true` when no event is waiting to be read.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// The next event if one is queued now, without waiting.
+        ///
+        /// # Errors
+        ///
+        /// [`TryNextError::Empty`] when nothing is queued (await
+        /// [`next`](futures::StreamExt::next) to wait), [`TryNextError::Ended`] once the
+        /// subscription has ended and was read to the end.
+        pub fn try_next(&mut self) -> Result<$item, TryNextError> {
+            self.reader.try_next()
+        }
+
+        /// Takes every event queued now (a snapshot), oldest first, without waiting. To wait
+        /// for more, await the stream. [`missed`](Self::missed) afterwards reports what was lost
+        /// just before the last event taken; use [`try_next`](Self::try_next) to see each gap.
+        pub fn drain(&mut self) -> Vec<$item> {
+            self.reader.drain()
+        }
+    };
 }
 
 /// A stream of every `E` sent on the bus after the subscription was made.
@@ -284,237 +536,42 @@ impl<E: Send + Sync + 'static> Endable for Queue<E> {
 /// # }
 /// ```
 pub struct Subscription<E: Send + Sync + 'static> {
-    queue: Option<Arc<Queue<E>>>,
-    /// Items taken from the queue in one batch (unbounded subscriptions only; a bounded one
-    /// takes one item at a time so that its capacity is exact).
-    local: VecDeque<Envelope<E>>,
-    end: Option<EndReason>,
-    /// Events lost just before the item last returned (or before the end).
-    missed: u64,
-    /// `lost` as last seen, for a subscription whose queue is gone.
-    lost: u64,
-}
-
-/// Why [`Subscription::try_next`] returned no event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TryNextError {
-    /// Nothing is queued now; more may come (await `next()` to wait for it).
-    Empty,
-    /// The subscription has ended, for this reason, and everything it held was read.
-    Ended(EndReason),
-}
-
-impl fmt::Display for TryNextError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryNextError::Empty => f.write_str("no event is queued now"),
-            TryNextError::Ended(reason) => write!(f, "the subscription ended: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for TryNextError {}
-
-enum Taken<E> {
-    Item(Envelope<E>),
-    Empty,
-    Ended(EndReason),
+    reader: Reader<Envelope<E>>,
 }
 
 impl<E: Send + Sync + 'static> Subscription<E> {
-    pub(crate) fn new(queue: Arc<Queue<E>>) -> Self {
+    pub(crate) fn new(queue: Arc<Queue<Envelope<E>>>) -> Self {
         Self {
-            queue: Some(queue),
-            local: VecDeque::new(),
-            end: None,
-            missed: 0,
-            lost: 0,
+            reader: Reader::new(Some(queue), None),
         }
     }
 
     /// A subscription that has already ended (closed bus, finished scope).
     pub(crate) fn ended(reason: EndReason) -> Self {
         Self {
-            queue: None,
-            local: VecDeque::new(),
-            end: Some(reason),
-            missed: 0,
-            lost: 0,
+            reader: Reader::new(None, Some(reason)),
         }
     }
 
-    /// Why the stream ended, once it has returned `None`; `None` while it is live.
-    pub fn end_reason(&self) -> Option<EndReason> {
-        self.end
-    }
-
-    /// How many events this subscription lost just before the event most recently returned
-    /// (or, once the stream has ended, just before the end). Always 0 for the default lossless
-    /// subscription.
-    ///
-    /// Together with [`dropped`](Self::dropped) this makes every gap visible: a reader that
-    /// checks `missed()` after each event knows exactly where events are missing and how many.
-    pub fn missed(&self) -> u64 {
-        self.missed
-    }
-
-    /// How many events this subscription has lost so far (dropped when full, or superseded
-    /// under keep-latest).
-    pub fn dropped(&self) -> u64 {
-        match &self.queue {
-            Some(queue) => lock(&queue.state).lost,
-            None => self.lost,
-        }
-    }
-
-    /// The name given with [`SubscriptionBuilder::name`](crate::SubscriptionBuilder::name).
-    pub fn name(&self) -> Option<&str> {
-        self.queue.as_ref()?.policy.name.as_deref()
-    }
-
-    /// How many events are waiting to be read.
-    pub fn len(&self) -> usize {
-        self.local.len()
-            + self
-                .queue
-                .as_ref()
-                .map_or(0, |queue| lock(&queue.state).items.len())
-    }
-
-    /// `true` when no event is waiting to be read.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The next event if one is queued now, without waiting.
-    ///
-    /// # Errors
-    ///
-    /// [`TryNextError::Empty`] when nothing is queued (await [`next`](futures::StreamExt::next)
-    /// to wait), [`TryNextError::Ended`] once the subscription has ended and was read to the end.
-    pub fn try_next(&mut self) -> Result<Envelope<E>, TryNextError> {
-        match self.take(None) {
-            Taken::Item(envelope) => Ok(envelope),
-            Taken::Empty => Err(TryNextError::Empty),
-            Taken::Ended(reason) => Err(TryNextError::Ended(reason)),
-        }
-    }
-
-    /// Takes every event queued now (a snapshot), oldest first, without waiting. To wait for
-    /// more, await the stream. [`missed`](Self::missed) afterwards reports what was lost just
-    /// before the last event taken; use [`try_next`](Self::try_next) to see each gap.
-    pub fn drain(&mut self) -> Vec<Envelope<E>> {
-        let mut out: Vec<Envelope<E>> = self.local.drain(..).collect();
-        if let Some(queue) = &self.queue {
-            let mut state = lock(&queue.state);
-            while let Some((item, missed)) = state.pop() {
-                self.missed = missed;
-                out.push(item);
-            }
-            let room = std::mem::take(&mut state.room);
-            drop(state);
-            for waker in room {
-                waker.wake();
-            }
-        }
-        out
-    }
-
-    /// One step of reading: an item, nothing yet (registering `waker` if given), or the end.
-    fn take(&mut self, waker: Option<&Waker>) -> Taken<E> {
-        if let Some(envelope) = self.local.pop_front() {
-            self.missed = 0;
-            return Taken::Item(envelope);
-        }
-        let Some(queue) = &self.queue else {
-            return match self.end {
-                Some(reason) => Taken::Ended(reason),
-                None => Taken::Empty,
-            };
-        };
-        let mut state = lock(&queue.state);
-        if queue.policy.is_unbounded() && state.gaps.is_empty() {
-            if !state.items.is_empty() {
-                // Take the whole batch with one lock; capacities are reused.
-                std::mem::swap(&mut state.items, &mut self.local);
-                state.pushed = 0;
-                drop(state);
-                self.missed = 0;
-                return Taken::Item(self.local.pop_front().expect("swapped a non-empty batch"));
-            }
-        } else if let Some((item, missed)) = state.pop() {
-            let room = std::mem::take(&mut state.room);
-            drop(state);
-            for waker in room {
-                waker.wake();
-            }
-            self.missed = missed;
-            return Taken::Item(item);
-        }
-        if let Some(reason) = state.end {
-            // Events lost after the last item count as lost before the end.
-            self.missed = state.gaps.drain(..).map(|(_, count)| count).sum();
-            self.lost = state.lost;
-            drop(state);
-            self.end = Some(reason);
-            // Ended and drained: let go of the queue (and unsubscribe if still attached).
-            if let Some(queue) = self.queue.take() {
-                queue.end_subscription(reason);
-            }
-            return Taken::Ended(reason);
-        }
-        if let Some(waker) = waker {
-            match &state.waker {
-                Some(current) if current.will_wake(waker) => {}
-                _ => state.waker = Some(waker.clone()),
-            }
-        }
-        Taken::Empty
-    }
+    reading_methods!(Envelope<E>);
 }
 
 impl<E: Send + Sync + 'static> Stream for Subscription<E> {
     type Item = Envelope<E>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Envelope<E>>> {
-        match self.get_mut().take(Some(cx.waker())) {
-            Taken::Item(envelope) => Poll::Ready(Some(envelope)),
-            Taken::Ended(_) => Poll::Ready(None),
-            Taken::Empty => Poll::Pending,
-        }
+        self.get_mut().reader.poll_take(Some(cx.waker()))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let known = self.local.len();
-        (
-            known,
-            if self.queue.is_none() {
-                Some(known)
-            } else {
-                None
-            },
-        )
+        let known = self.reader.local.len();
+        (known, self.reader.queue.is_none().then_some(known))
     }
 }
 
 impl<E: Send + Sync + 'static> FusedStream for Subscription<E> {
     fn is_terminated(&self) -> bool {
-        self.queue.is_none() && self.local.is_empty()
-    }
-}
-
-impl<E: Send + Sync + 'static> Drop for Subscription<E> {
-    fn drop(&mut self) {
-        if let Some(queue) = self.queue.take() {
-            if let Some(topic) = queue.topic.upgrade() {
-                topic.remove(queue.id);
-            }
-            // Senders waiting for room in this queue must not wait for a reader that is gone.
-            let room = std::mem::take(&mut lock(&queue.state).room);
-            for waker in room {
-                waker.wake();
-            }
-        }
+        self.reader.is_terminated()
     }
 }
 
@@ -522,8 +579,67 @@ impl<E: Send + Sync + 'static> fmt::Debug for Subscription<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("event", &std::any::type_name::<E>())
+            .field("name", &self.name())
             .field("queued", &self.len())
-            .field("end_reason", &self.end)
+            .field("end_reason", &self.reader.end)
+            .finish()
+    }
+}
+
+/// A stream over several event types, or over every type of a bus (a tap), in one order.
+///
+/// Created by [`ctx::subscribe_many`](crate::ctx::subscribe_many) or
+/// [`ctx::tap`](crate::ctx::tap). Items are [`AnyEnvelope`]s: the same shared allocation as the
+/// typed envelopes, with [`downcast`](AnyEnvelope::downcast) to get the event back.
+///
+/// # Order
+///
+/// Items arrive in bus sequence order: `seq()` strictly increases along the stream, across
+/// types. Each type's events keep that type's one order (the order every typed subscription
+/// sees). To guarantee this, a send of a type that has a multi-type subscriber or a tap takes a
+/// bus-wide lock for the fan-out; types nobody taps pay nothing.
+///
+/// Delivery options, end of stream, gaps and cancel safety are those of [`Subscription`].
+pub struct AnySubscription {
+    reader: Reader<AnyEnvelope>,
+}
+
+impl AnySubscription {
+    pub(crate) fn new(queue: Arc<Queue<AnyEnvelope>>) -> Self {
+        Self {
+            reader: Reader::new(Some(queue), None),
+        }
+    }
+
+    pub(crate) fn ended(reason: EndReason) -> Self {
+        Self {
+            reader: Reader::new(None, Some(reason)),
+        }
+    }
+
+    reading_methods!(AnyEnvelope);
+}
+
+impl Stream for AnySubscription {
+    type Item = AnyEnvelope;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AnyEnvelope>> {
+        self.get_mut().reader.poll_take(Some(cx.waker()))
+    }
+}
+
+impl FusedStream for AnySubscription {
+    fn is_terminated(&self) -> bool {
+        self.reader.is_terminated()
+    }
+}
+
+impl fmt::Debug for AnySubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnySubscription")
+            .field("name", &self.name())
+            .field("queued", &self.len())
+            .field("end_reason", &self.reader.end)
             .finish()
     }
 }

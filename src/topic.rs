@@ -16,7 +16,11 @@
 //!   since a payload's `Drop` may send or subscribe.
 //! - Once `closed`, the topic accepts no subscriber and no event, for good.
 //!
-//! Lock order: bus topic map (read) → topic → queue.
+//! - Multi-type subscriptions and taps (`erased`) get the same envelope, type-erased. While a
+//!   topic has any, its sends take the bus's order lock around the sequence number and the
+//!   whole fan-out, so every erased queue receives events in bus sequence order across types.
+//!
+//! Lock order: bus topic map (read) → topic → bus order lock → queue.
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
@@ -26,7 +30,7 @@ use std::task::Waker;
 
 use crate::delivery::DropLog;
 use crate::error::{SendError, SendErrorKind};
-use crate::event::Envelope;
+use crate::event::{AnyEnvelope, Envelope};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
 use crate::subscription::{EndReason, Queue};
@@ -41,7 +45,9 @@ pub(crate) struct Topic<E> {
 }
 
 struct TopicInner<E> {
-    subs: Vec<Arc<Queue<E>>>,
+    subs: Vec<Arc<Queue<Envelope<E>>>>,
+    /// Multi-type subscriptions and taps attached to this type.
+    erased: Vec<Arc<Queue<AnyEnvelope>>>,
     closed: bool,
     /// Keep the last `retention` envelopes for replay (0: keep none).
     retention: usize,
@@ -81,6 +87,10 @@ pub(crate) enum Unsent<E> {
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     fn stats(&self) -> TypeStats;
+    /// Detaches the queue with `id` (typed or erased), if attached.
+    fn remove(&self, id: u64);
+    /// Attaches a multi-type queue; `false` if the topic is closed.
+    fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool;
     /// Closes the topic and ends every queue with `reason`.
     fn close(&self, reason: EndReason);
 }
@@ -90,6 +100,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         Self {
             inner: Mutex::new(TopicInner {
                 subs: Vec::new(),
+                erased: Vec::new(),
                 closed,
                 retention: 0,
                 retained: VecDeque::new(),
@@ -114,8 +125,9 @@ impl<E: Send + Sync + 'static> Topic<E> {
         next_seq: impl FnOnce() -> u64,
         origin: &Arc<ScopeInfo>,
         event: E,
-        drops: &mut DropLog<E>,
+        drops: &mut DropLog,
         wait: Option<&Waker>,
+        order: &Mutex<()>,
     ) -> (Result<usize, Full<E>>, Unsent<E>) {
         if self.live.load(Ordering::Acquire) == 0 {
             self.unheard.fetch_add(1, Ordering::Relaxed);
@@ -137,23 +149,36 @@ impl<E: Send + Sync + 'static> Topic<E> {
             let room = inner
                 .subs
                 .iter()
-                .fold(true, |room, queue| room & queue.has_room(waker));
+                .fold(true, |room, q| room & q.has_room(waker))
+                & inner
+                    .erased
+                    .iter()
+                    .fold(true, |room, q| room & q.has_room(waker));
             if !room {
                 drop(inner);
                 let event = envelope.into_event().expect("envelope not shared");
                 return (Err(Full::Wait(event)), Unsent::Nothing);
             }
         }
+        // Erased queues see several types: one bus-wide order for them (module invariants).
+        let ordered = (!inner.erased.is_empty()).then(|| lock(order));
         envelope.set_seq(next_seq());
         let mut accepted = 0;
         for queue in &inner.subs {
             accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
+        if !inner.erased.is_empty() {
+            let erased = AnyEnvelope::from(envelope.clone());
+            for queue in &inner.erased {
+                accepted += usize::from(queue.push(&erased, &mut wakers, drops));
+            }
+        }
+        drop(ordered);
         if inner.retention > 0 {
             inner.retained.push_back(envelope.clone());
             if inner.retained.len() > inner.retention {
                 let oldest = inner.retained.pop_front().expect("over the retention");
-                drops.evicted.push(oldest);
+                drops.evicted.push(oldest.into());
             }
         }
         let counts = &mut inner.counts;
@@ -171,14 +196,16 @@ impl<E: Send + Sync + 'static> Topic<E> {
     /// Adds a queue — first preloaded with the retained events if its policy asks for replay,
     /// under the lock that every fan-out takes, so replay and live events neither overlap nor
     /// leave a gap. `false` if the topic is closed.
-    pub(crate) fn add(&self, queue: Arc<Queue<E>>) -> bool {
+    pub(crate) fn add(self: &Arc<Self>, queue: Arc<Queue<Envelope<E>>>) -> bool {
         let mut inner = lock(&self.inner);
         if inner.closed {
             return false;
         }
         if queue.policy.replay {
-            queue.preload(&inner.retained);
+            queue.preload(inner.retained.iter());
         }
+        let me: Arc<dyn AnyTopic> = self.clone();
+        queue.attached_to(Arc::downgrade(&me));
         inner.subs.push(queue);
         self.update_live(&inner);
         true
@@ -196,23 +223,45 @@ impl<E: Send + Sync + 'static> Topic<E> {
     }
 
     fn update_live(&self, inner: &TopicInner<E>) {
-        let live = inner.subs.len() + usize::from(inner.retention > 0);
+        let live = inner.subs.len() + inner.erased.len() + usize::from(inner.retention > 0);
         self.live.store(live, Ordering::Release);
-    }
-
-    /// Removes the queue with `id`, if attached.
-    pub(crate) fn remove(&self, id: u64) {
-        let mut inner = lock(&self.inner);
-        if let Some(index) = inner.subs.iter().position(|queue| queue.id == id) {
-            let queue = inner.subs.swap_remove(index);
-            self.update_live(&inner);
-            drop(inner);
-            drop(queue);
-        }
     }
 }
 
 impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
+    fn remove(&self, id: u64) {
+        let mut inner = lock(&self.inner);
+        let typed = inner.subs.iter().position(|queue| queue.id == id);
+        let erased = inner.erased.iter().position(|queue| queue.id == id);
+        let removed_typed = typed.map(|index| inner.subs.swap_remove(index));
+        let removed_erased = erased.map(|index| inner.erased.swap_remove(index));
+        self.update_live(&inner);
+        drop(inner);
+        // Dropped with no lock held: the last handle may free queued payloads.
+        drop((removed_typed, removed_erased));
+    }
+
+    fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return false;
+        }
+        if queue.policy.replay {
+            let retained: Vec<AnyEnvelope> = inner
+                .retained
+                .iter()
+                .cloned()
+                .map(AnyEnvelope::from)
+                .collect();
+            queue.preload(retained.iter());
+        }
+        let me: Arc<dyn AnyTopic> = self.clone();
+        queue.attached_to(Arc::downgrade(&me));
+        inner.erased.push(queue.clone());
+        self.update_live(&inner);
+        true
+    }
+
     fn stats(&self) -> TypeStats {
         let inner = lock(&self.inner);
         let unheard = self.unheard.load(Ordering::Relaxed);
@@ -220,7 +269,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         TypeStats {
             type_id: TypeId::of::<E>(),
             type_name: std::any::type_name::<E>(),
-            subscriptions: inner.subs.len(),
+            subscriptions: inner.subs.len() + inner.erased.len(),
             sent: c.sent + unheard,
             delivered: c.delivered,
             dropped_critical: c.dropped_critical,
@@ -235,12 +284,16 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let mut inner = lock(&self.inner);
         inner.closed = true;
         let subs = std::mem::take(&mut inner.subs);
+        let erased = std::mem::take(&mut inner.erased);
         let retained = std::mem::take(&mut inner.retained);
         inner.retention = 0;
         self.update_live(&inner);
         drop(inner);
         drop(retained);
         for queue in subs {
+            queue.end(reason);
+        }
+        for queue in erased {
             queue.end(reason);
         }
     }
