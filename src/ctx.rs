@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::context;
 use crate::delivery::{ManyBuilder, Policy, SubscriptionBuilder};
-use crate::error::{SendError, SendErrorKind, SpawnError, SubscribeError, no_scope_panic};
+use crate::error::{
+    SendError, SendErrorKind, SpawnError, SubscribeError, expect_scope, no_scope_panic,
+};
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
 use crate::stats::BusStats;
@@ -168,7 +170,7 @@ pub fn send_wait<E: Send + Sync + 'static>(
 /// Outside of a scope. Use [`try_subscribe`] to get an error instead.
 #[track_caller]
 pub fn subscribe<E: Send + Sync + 'static>() -> Subscription<E> {
-    try_subscribe().unwrap_or_else(|_| panic!("{}", no_scope_panic("subscribe")))
+    expect_scope("subscribe", try_subscribe().ok())
 }
 
 /// Subscribes like [`subscribe`], or returns an error outside of a scope.
@@ -285,8 +287,10 @@ pub fn cancelled() -> impl Future<Output = ()> + Send + 'static {
 /// Outside of a scope.
 #[track_caller]
 pub fn is_cancelled() -> bool {
-    context::with(|frame| frame.shutdown.is_cancelled())
-        .unwrap_or_else(|| panic!("{}", no_scope_panic("is_cancelled")))
+    expect_scope(
+        "is_cancelled",
+        context::with(|frame| frame.shutdown.is_cancelled()),
+    )
 }
 
 /// Asks the current scope to shut down gracefully; see [`ScopeHandle::shutdown`].
@@ -296,8 +300,7 @@ pub fn is_cancelled() -> bool {
 /// Outside of a scope.
 #[track_caller]
 pub fn shutdown(grace: Duration) {
-    context::with(|frame| frame.shutdown(grace))
-        .unwrap_or_else(|| panic!("{}", no_scope_panic("shutdown")));
+    expect_scope("shutdown", context::with(|frame| frame.shutdown(grace)));
 }
 
 /// Keeps the last `count` events of type `E` sent on the current scope's bus from now on, so
@@ -332,8 +335,10 @@ pub fn shutdown(grace: Duration) {
 /// ```
 #[track_caller]
 pub fn retain<E: Send + Sync + 'static>(count: usize) {
-    context::with(|frame| frame.bus.retain::<E>(count))
-        .unwrap_or_else(|| panic!("{}", no_scope_panic("retain")));
+    expect_scope(
+        "retain",
+        context::with(|frame| frame.bus.retain::<E>(count)),
+    );
 }
 
 /// Options for one subscription over several event types: add types with
@@ -397,8 +402,7 @@ pub fn tap() -> ManyBuilder {
 /// Outside of a scope.
 #[track_caller]
 pub fn stats() -> BusStats {
-    context::with(|frame| frame.bus.stats())
-        .unwrap_or_else(|| panic!("{}", no_scope_panic("stats")))
+    expect_scope("stats", context::with(|frame| frame.bus.stats()))
 }
 
 /// A handle to the current scope, usable from anywhere (see [`ScopeHandle`]).
@@ -418,5 +422,5 @@ pub fn try_current() -> Option<ScopeHandle> {
 
 #[track_caller]
 fn current_or_panic(function: &str) -> ScopeHandle {
-    try_current().unwrap_or_else(|| panic!("{}", no_scope_panic(function)))
+    expect_scope(function, try_current())
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::bus::{Bus, TopicOf};
 use crate::context;
-use crate::error::{SubscribeError, no_scope_panic};
+use crate::error::{SubscribeError, expect_scope};
 use crate::event::AnyEnvelope;
 use crate::subscription::{AnySubscription, Subscription};
 
@@ -171,8 +171,7 @@ impl<E: Send + Sync + 'static> SubscriptionBuilder<E> {
     /// Outside of a scope. Use [`try_subscribe`](Self::try_subscribe) to get an error instead.
     #[track_caller]
     pub fn subscribe(self) -> Subscription<E> {
-        self.try_subscribe()
-            .unwrap_or_else(|_| panic!("{}", no_scope_panic("subscription(..).subscribe")))
+        expect_scope("subscription(..).subscribe", self.try_subscribe().ok())
     }
 
     /// Subscribes like [`subscribe`](Self::subscribe), or returns an error outside of a scope.
@@ -240,8 +239,10 @@ impl ManyBuilder {
     /// Outside of a scope. Use [`try_subscribe`](Self::try_subscribe) to get an error instead.
     #[track_caller]
     pub fn subscribe(self) -> AnySubscription {
-        self.try_subscribe()
-            .unwrap_or_else(|_| panic!("{}", no_scope_panic("subscribe_many/tap(..).subscribe")))
+        expect_scope(
+            "subscribe_many/tap(..).subscribe",
+            self.try_subscribe().ok(),
+        )
     }
 
     /// Subscribes like [`subscribe`](Self::subscribe), or returns an error outside of a scope.

@@ -171,6 +171,16 @@ pub(crate) fn no_scope_panic(function: &str) -> String {
     )
 }
 
+/// Unwraps the result of a `ctx::` call that needs a scope, or panics at the caller's location
+/// (every function on the way is `#[track_caller]`; a closure would not be).
+#[track_caller]
+pub(crate) fn expect_scope<T>(function: &str, value: Option<T>) -> T {
+    match value {
+        Some(value) => value,
+        None => panic!("{}", no_scope_panic(function)),
+    }
+}
+
 /// The text of a panic payload (`&str` or `String`), as `std` prints it.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {

@@ -40,60 +40,70 @@ fn errors_are_std_errors() {
     assert_error::<scopebus::TaskError>();
 }
 
+/// Every plain form panics with a message naming the call, at the caller's location
+/// (`#[track_caller]` all the way). One test owns the panic hook, so nothing else in this file
+/// may panic.
 #[test]
-fn plain_forms_panic_with_guidance() {
-    let expected = |f: &str| {
-        format!(
-            "`ctx::{f}` called outside of a scope; wrap the task in `ctx::scope(..).run(..)` or start it with `ctx::spawn`"
-        )
-    };
-    assert_eq!(
-        panic_message_of(|| {
-            let _ = ctx::send(NotDebug);
-        }),
-        expected("send")
-    );
-    assert_eq!(
-        panic_message_of(|| drop(ctx::subscribe::<NotDebug>())),
-        expected("subscribe")
-    );
-    assert_eq!(
-        panic_message_of(|| drop(ctx::spawn(async {}))),
-        expected("spawn")
-    );
-    assert_eq!(
-        panic_message_of(|| drop(ctx::cancelled())),
-        expected("cancelled")
-    );
-    assert_eq!(
-        panic_message_of(|| {
-            let _ = ctx::is_cancelled();
-        }),
-        expected("is_cancelled")
-    );
-    assert_eq!(
-        panic_message_of(|| ctx::shutdown(std::time::Duration::ZERO)),
-        expected("shutdown")
-    );
-    assert_eq!(
-        panic_message_of(|| drop(ctx::current())),
-        expected("current")
-    );
-}
-
-#[test]
-fn panic_location_is_the_callers() {
-    // `#[track_caller]`: the panic points at this file, not into the library.
-    let location = std::sync::Arc::new(std::sync::Mutex::new(None));
+fn plain_forms_panic_with_guidance_at_the_callers_location() {
+    use std::sync::{Arc, Mutex};
+    let location = Arc::new(Mutex::new(None::<String>));
     let seen = location.clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         *seen.lock().unwrap() = info.location().map(|l| l.file().to_owned());
     }));
-    let _ = catch_unwind(|| ctx::send(NotDebug));
+    let expected = |f: &str| {
+        format!(
+            "`ctx::{f}` called outside of a scope; wrap the task in `ctx::scope(..).run(..)` or start it with `ctx::spawn`"
+        )
+    };
+    type Call = Box<dyn FnOnce() + std::panic::UnwindSafe>;
+    let calls: Vec<(&str, Call)> = vec![
+        (
+            "send",
+            Box::new(|| {
+                let _ = ctx::send(NotDebug);
+            }),
+        ),
+        ("subscribe", Box::new(|| drop(ctx::subscribe::<NotDebug>()))),
+        (
+            "subscription(..).subscribe",
+            Box::new(|| drop(ctx::subscription::<NotDebug>().subscribe())),
+        ),
+        (
+            "subscribe_many/tap(..).subscribe",
+            Box::new(|| drop(ctx::tap().subscribe())),
+        ),
+        ("spawn", Box::new(|| drop(ctx::spawn(async {})))),
+        ("cancelled", Box::new(|| drop(ctx::cancelled()))),
+        (
+            "is_cancelled",
+            Box::new(|| {
+                let _ = ctx::is_cancelled();
+            }),
+        ),
+        (
+            "shutdown",
+            Box::new(|| ctx::shutdown(std::time::Duration::ZERO)),
+        ),
+        ("retain", Box::new(|| ctx::retain::<NotDebug>(1))),
+        ("stats", Box::new(|| drop(ctx::stats()))),
+        ("current", Box::new(|| drop(ctx::current()))),
+    ];
+    let mut failures = Vec::new();
+    for (name, call) in calls {
+        *location.lock().unwrap() = None;
+        let message = panic_message_of(call);
+        if message != expected(name) {
+            failures.push(format!("{name}: message {message:?}"));
+        }
+        let file = location.lock().unwrap().clone().unwrap_or_default();
+        if !file.ends_with("no_scope.rs") {
+            failures.push(format!("{name}: panic located in {file}"));
+        }
+    }
     std::panic::set_hook(previous);
-    let file = location.lock().unwrap().clone().unwrap();
-    assert!(file.ends_with("no_scope.rs"), "panic located in {file}");
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[test]
