@@ -544,6 +544,20 @@ fn send_wait_is_cancel_safe() {
     });
 }
 
+type Waiter = scopebus::TaskHandle<Result<usize, scopebus::SendError<Ev>>>;
+
+/// In a scope: a full `Wait` subscription of capacity 1, and a task waiting to send `Ev(2)`.
+async fn full_wait_subscription_with_a_waiter() -> (scopebus::Subscription<Ev>, Waiter) {
+    let sub = ctx::subscription::<Ev>()
+        .bounded(1, Overflow::Wait)
+        .subscribe();
+    ctx::send(Ev(1));
+    let waiter = ctx::spawn(ctx::send_wait(Ev(2)));
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "waiting for room");
+    (sub, waiter)
+}
+
 #[test]
 fn send_wait_reports_no_scope_and_a_bus_closing_while_waiting() {
     both(|| async {
@@ -555,13 +569,7 @@ fn send_wait_reports_no_scope_and_a_bus_closing_while_waiting() {
         // bus is marked closed: the waiter is released and finds the bus closed.
         let (waiter, _sub) = ctx::scope("bus")
             .run(async {
-                let sub = ctx::subscription::<Ev>()
-                    .bounded(1, Overflow::Wait)
-                    .subscribe();
-                ctx::send(Ev(1));
-                let waiter = ctx::spawn(ctx::send_wait(Ev(2)));
-                tokio::task::yield_now().await;
-                assert!(!waiter.is_finished(), "waiting for room");
+                let (sub, waiter) = full_wait_subscription_with_a_waiter().await;
                 (waiter, sub)
             })
             .await;
@@ -575,13 +583,7 @@ fn dropping_a_full_wait_subscription_releases_waiting_senders() {
     both(|| async {
         ctx::scope("bus")
             .run(async {
-                let sub = ctx::subscription::<Ev>()
-                    .bounded(1, Overflow::Wait)
-                    .subscribe();
-                ctx::send(Ev(1));
-                let waiter = ctx::spawn(ctx::send_wait(Ev(2)));
-                tokio::task::yield_now().await;
-                assert!(!waiter.is_finished(), "waiting for room");
+                let (sub, waiter) = full_wait_subscription_with_a_waiter().await;
                 drop(sub); // the only reader goes away
                 assert_eq!(
                     waiter.await.unwrap().unwrap(),
