@@ -2,8 +2,10 @@
 //!
 //! `cargo run --example observability`
 
-use futures::StreamExt;
-use scopebus::{Overflow, ctx};
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
+use scopebus::{Overflow, ScopeStopped, TaskFailed, ctx};
 
 #[derive(Debug)]
 struct OrderPlaced(u32);
@@ -85,4 +87,25 @@ async fn main() {
             // ANCHOR_END: stats
         })
         .await;
+
+    // ANCHOR: system
+    ctx::scope("supervisor")
+        .run(async {
+            // The library's own events are ordinary typed events.
+            let mut failures = ctx::subscribe::<TaskFailed>();
+            let mut stops = ctx::subscribe::<ScopeStopped>();
+            let worker = ctx::scope("worker").run(async {
+                ctx::spawn(async { panic!("disk full") });
+            });
+            // The worker fails: its panic comes out of its `run`.
+            let _ = AssertUnwindSafe(worker).catch_unwind().await;
+            let failure = failures.next().await.unwrap();
+            let stop = stops.next().await.unwrap();
+            println!(
+                "task {} of {} failed: {:?}; scope {} stopped: {:?}",
+                failure.task, failure.scope, failure.message, stop.scope, stop.outcome
+            );
+        })
+        .await;
+    // ANCHOR_END: system
 }

@@ -28,6 +28,7 @@ use crate::scope::ScopeInfo;
 use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
 use crate::sync::lock;
+use crate::system::{DeadLetter, EventDropped};
 use crate::topic::{AnyTopic, Full, Topic, Unsent};
 
 /// Gets (creating if needed) the topic of one event type, type-erased.
@@ -38,6 +39,8 @@ type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHash
 pub(crate) struct Bus {
     topics: RwLock<TopicMap>,
     on_drop: Option<DropCallback>,
+    /// Publish a `DeadLetter` for every event that reaches no subscription.
+    dead_letters: bool,
     /// Sends of types that never had a subscriber (they have no topic).
     unrouted: AtomicU64,
     /// Taken by the fan-out of types that have multi-type subscribers or taps (see `topic.rs`).
@@ -52,10 +55,11 @@ pub(crate) struct Bus {
 }
 
 impl Bus {
-    pub(crate) fn new(on_drop: Option<DropCallback>) -> Self {
+    pub(crate) fn new(on_drop: Option<DropCallback>, dead_letters: bool) -> Self {
         Self {
             topics: RwLock::new(TopicMap::default()),
             on_drop,
+            dead_letters,
             unrouted: AtomicU64::new(0),
             order: Mutex::new(()),
             taps: Mutex::new(Vec::new()),
@@ -125,21 +129,37 @@ impl Bus {
                 ),
             }
         };
-        // Everything below runs with no lock held: a payload's `Drop` or the drop callback may
-        // use this bus.
+        // Everything below runs with no lock held: a payload's `Drop`, the drop callback and
+        // the system events it publishes may use this bus.
         drop(unsent);
-        self.account(drops);
+        let system = TypeId::of::<E>();
+        if !drops.reports.is_empty() || !drops.evicted.is_empty() {
+            self.account(drops, origin, system != TypeId::of::<EventDropped>());
+        }
+        if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
+            let _ = self.send(
+                origin,
+                DeadLetter {
+                    event_type: std::any::type_name::<E>(),
+                    origin: origin.clone(),
+                },
+            );
+        }
         result
     }
 
-    /// Reports critical drops to the callback and drops evicted envelopes (no lock held).
-    fn account(&self, drops: DropLog) {
-        if let Some(callback) = &self.on_drop {
-            for report in &drops.reports {
-                callback(report);
+    /// Reports critical drops to the callback and as `EventDropped` events, and drops evicted
+    /// envelopes (no lock held).
+    fn account(&self, drops: DropLog, origin: &Arc<ScopeInfo>, publish: bool) {
+        drop(drops.evicted);
+        for report in drops.reports {
+            if let Some(callback) = &self.on_drop {
+                callback(&report);
+            }
+            if publish {
+                let _ = self.send(origin, EventDropped { report });
             }
         }
-        drop(drops.evicted);
     }
 
     /// Keeps the last `count` events of `E` for replay (0: stop keeping).

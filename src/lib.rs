@@ -48,6 +48,7 @@ mod spawn;
 mod stats;
 mod subscription;
 mod sync;
+mod system;
 mod topic;
 
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
@@ -57,6 +58,10 @@ pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
 pub use stats::{BusStats, TypeStats};
 pub use subscription::{AnySubscription, EndReason, Subscription, TryNextError};
+pub use system::{
+    DeadLetter, EventDropped, ScopeOutcome, ScopeStarted, ScopeStopped, TaskCancelled, TaskFailed,
+    TaskFinished, TaskId, TaskSpawned,
+};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -49,6 +49,7 @@ use crate::error::{SendError, panic_message};
 use crate::stats::BusStats;
 use crate::subscription::{AnySubscription, EndReason, Endable, Item, Queue, Subscription};
 use crate::sync::lock;
+use crate::system::{ScopeOutcome, ScopeStarted, ScopeStopped};
 
 /// A scope's process-unique identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,6 +120,7 @@ pub struct Scope {
     isolated: bool,
     shutdown_on: Option<(Signal, Duration)>,
     on_drop: Option<DropCallback>,
+    dead_letters: bool,
 }
 
 impl Scope {
@@ -128,6 +130,7 @@ impl Scope {
             isolated: false,
             shutdown_on: None,
             on_drop: None,
+            dead_letters: false,
         }
     }
 
@@ -152,6 +155,16 @@ impl Scope {
         F: Fn(&DropReport) + Send + Sync + 'static,
     {
         self.on_drop = Some(Arc::new(callback));
+        self
+    }
+
+    /// Makes the bus this scope owns publish a [`DeadLetter`](crate::DeadLetter) for every
+    /// event that reaches no subscription (except dead letters themselves). Off by default: it
+    /// costs a second send for every unheard event.
+    ///
+    /// Like [`on_drop`](Self::on_drop), only for a scope that owns its bus.
+    pub fn dead_letters(mut self) -> Self {
+        self.dead_letters = true;
         self
     }
 
@@ -211,6 +224,9 @@ impl fmt::Debug for Scope {
 /// A running scope (see the module documentation).
 pub(crate) struct Frame {
     pub(crate) info: Arc<ScopeInfo>,
+    /// The parent's bus and id, where this scope's lifecycle events are published.
+    parent: Option<(Arc<Bus>, ScopeId)>,
+    isolated: bool,
     pub(crate) bus: Arc<Bus>,
     owns_bus: bool,
     pub(crate) tasks: TaskTracker,
@@ -250,7 +266,7 @@ impl Frame {
     fn new(
         name: Cow<'static, str>,
         isolated: bool,
-        on_drop: Option<DropCallback>,
+        (on_drop, dead_letters): (Option<DropCallback>, bool),
         parent: Option<&Frame>,
     ) -> Self {
         let info = Arc::new(ScopeInfo {
@@ -260,14 +276,15 @@ impl Frame {
         let (bus, owns_bus) = match parent {
             Some(parent) if !isolated => {
                 assert!(
-                    on_drop.is_none(),
-                    "`Scope::on_drop` configures a bus, but scope `{}` shares its parent's bus; \
-                     set it on the root scope or make this scope `isolated()`",
+                    on_drop.is_none() && !dead_letters,
+                    "`Scope::on_drop` and `Scope::dead_letters` configure a bus, but scope `{}` \
+                     shares its parent's bus; set them on the root scope or make this scope \
+                     `isolated()`",
                     info.name
                 );
                 (parent.bus.clone(), false)
             }
-            _ => (Arc::new(Bus::new(on_drop)), true),
+            _ => (Arc::new(Bus::new(on_drop, dead_letters)), true),
         };
         let span = match parent {
             Some(parent) => tracing::info_span!(
@@ -281,6 +298,8 @@ impl Frame {
         };
         Self {
             info,
+            parent: parent.map(|p| (p.bus.clone(), p.info.id)),
+            isolated,
             bus,
             owns_bus,
             tasks: TaskTracker::new(),
@@ -434,6 +453,33 @@ impl Frame {
         }
     }
 
+    /// Publishes `ScopeStarted` on the parent's bus.
+    fn announce_start(&self) {
+        if let Some((bus, parent)) = &self.parent {
+            let _ = bus.send(
+                &self.info,
+                ScopeStarted {
+                    scope: self.info.clone(),
+                    parent: *parent,
+                    isolated: self.isolated,
+                },
+            );
+        }
+    }
+
+    /// Publishes `ScopeStopped` on the parent's bus.
+    fn announce_stop(&self, outcome: ScopeOutcome) {
+        if let Some((bus, _)) = &self.parent {
+            let _ = bus.send(
+                &self.info,
+                ScopeStopped {
+                    scope: self.info.clone(),
+                    outcome,
+                },
+            );
+        }
+    }
+
     /// Cancels everything: the `run` future was dropped before the scope finished.
     fn cancel(&self) {
         tracing::debug!(parent: &self.span, "scope cancelled: its run future was dropped");
@@ -447,6 +493,7 @@ impl Frame {
         }
         self.tasks.close();
         self.finish();
+        self.announce_stop(ScopeOutcome::Cancelled);
     }
 }
 
@@ -468,12 +515,19 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         isolated,
         shutdown_on: mut signal,
         on_drop,
+        dead_letters,
     } = scope;
     let parent = context::current();
-    let frame = Arc::new(Frame::new(name, isolated, on_drop, parent.as_deref()));
+    let frame = Arc::new(Frame::new(
+        name,
+        isolated,
+        (on_drop, dead_letters),
+        parent.as_deref(),
+    ));
     drop(parent);
     let guard = scopeguard::guard(frame.clone(), |frame| frame.cancel());
     tracing::debug!(parent: &frame.span, "scope started");
+    frame.announce_start();
 
     // The body, until it completes or a task fails.
     let mut body = pin!(Some(
@@ -532,9 +586,11 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
     let failure = lock(&frame.failure).take();
     if let Some(payload) = failure {
         tracing::debug!(parent: &frame.span, "scope finished: failed");
+        frame.announce_stop(ScopeOutcome::Failed(panic_message(&*payload)));
         resume_unwind(payload);
     }
     tracing::debug!(parent: &frame.span, "scope finished");
+    frame.announce_stop(ScopeOutcome::Finished);
     output.expect("a scope that did not fail has its body's output")
 }
 

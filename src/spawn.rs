@@ -34,6 +34,7 @@ use crate::abort::AbortWatch;
 use crate::context;
 use crate::error::{SpawnError, TaskError, panic_message};
 use crate::scope::{Frame, Hold};
+use crate::system::{TaskCancelled, TaskFailed, TaskFinished, TaskId, TaskSpawned};
 
 /// A handle to a task started with [`ctx::spawn`](crate::ctx::spawn).
 ///
@@ -110,6 +111,8 @@ struct TaskFuture<F: Future> {
     inner: Guarded<F>,
     watch: AbortWatch,
     frame: Arc<Frame>,
+    /// Publishes the task's outcome when dropped: after the user's future, before the token.
+    events: TaskEvents,
     _token: TaskTrackerToken,
     _hold: Option<Arc<Hold>>,
 }
@@ -123,13 +126,49 @@ impl<F: Future> Future for TaskFuture<F> {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         Poll::Ready(match ready!(this.inner.poll(cx)) {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                this.events.outcome = Some(Ok(()));
+                Ok(value)
+            }
             Err(payload) => {
                 let message = panic_message(&*payload);
+                this.events.outcome = Some(Err(message.clone()));
                 this.frame.fail(payload);
                 Err(TaskError::Panicked(message))
             }
         })
+    }
+}
+
+/// Publishes a task's outcome on its scope's bus when dropped: `TaskFinished`, `TaskFailed`,
+/// or — if the task never completed (aborted) — `TaskCancelled`.
+struct TaskEvents {
+    frame: Arc<Frame>,
+    task: TaskId,
+    /// `Ok` for a value, `Err(message)` for a panic, `None` if cancelled.
+    outcome: Option<Result<(), String>>,
+}
+
+impl Drop for TaskEvents {
+    fn drop(&mut self) {
+        let (bus, scope, task) = (&self.frame.bus, self.frame.info.clone(), self.task);
+        let origin = &self.frame.info;
+        let _ = match self.outcome.take() {
+            Some(Ok(())) => bus.send(origin, TaskFinished { scope, task }).map_err(drop),
+            Some(Err(message)) => bus
+                .send(
+                    origin,
+                    TaskFailed {
+                        scope,
+                        task,
+                        message,
+                    },
+                )
+                .map_err(drop),
+            None => bus
+                .send(origin, TaskCancelled { scope, task })
+                .map_err(drop),
+        };
     }
 }
 
@@ -146,11 +185,24 @@ where
         return Err(SpawnError::ScopeFinished);
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+    let task = TaskId::next();
+    let _ = frame.bus.send(
+        &frame.info,
+        TaskSpawned {
+            scope: frame.info.clone(),
+            task,
+        },
+    );
     let task = TaskFuture {
         inner: context::scoped(frame.clone(), AssertUnwindSafe(future).catch_unwind())
             .instrument(frame.span.clone()),
         watch: AbortWatch::new(frame.abort.clone()),
         frame: frame.clone(),
+        events: TaskEvents {
+            frame: frame.clone(),
+            task,
+            outcome: None,
+        },
         _token: frame.tasks.token(),
         _hold: frame.hold(),
     };

@@ -61,7 +61,7 @@ pub struct TypeStats {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct BusStats {
-    /// Per event type, for types that have had a subscription.
+    /// Per event type, for types that have had a subscription, sorted by type name.
     pub types: Vec<TypeStats>,
     /// Events sent, all types.
     pub sent: u64,
@@ -83,7 +83,8 @@ impl BusStats {
         self.types.iter().find(|t| t.type_id == TypeId::of::<E>())
     }
 
-    pub(crate) fn new(types: Vec<TypeStats>, unrouted: u64) -> Self {
+    pub(crate) fn new(mut types: Vec<TypeStats>, unrouted: u64) -> Self {
+        types.sort_by_key(|t| t.type_name);
         let mut stats = Self {
             sent: unrouted,
             undelivered: unrouted,
