@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::error::{
 };
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
+use crate::state::StateError;
 use crate::stats::BusStats;
 use crate::subscription::Subscription;
 use crate::topic::Full;
@@ -393,6 +395,36 @@ pub fn subscribe_many() -> ManyBuilder {
 /// ```
 pub fn tap() -> ManyBuilder {
     ManyBuilder::new(true)
+}
+
+/// The value of type `T` attached to the current scope or the nearest enclosing scope that has
+/// one ([`Scope::with_state`]): a shared, immutable handle.
+///
+/// # Panics
+///
+/// Outside of a scope, or when no enclosing scope attached a `T` (the message names the type).
+/// Use [`try_state`] to get an error instead.
+#[track_caller]
+pub fn state<T: Send + Sync + 'static>() -> Arc<T> {
+    match try_state::<T>() {
+        Ok(value) => value,
+        Err(StateError::NoScope) => panic!("{}", no_scope_panic("state")),
+        Err(error) => panic!("`ctx::state` failed: {error}"),
+    }
+}
+
+/// The state of type `T` like [`state`], or why there is none.
+///
+/// # Errors
+///
+/// [`StateError::NoScope`] outside of a scope, [`StateError::Missing`] when no enclosing scope
+/// attached a `T`.
+pub fn try_state<T: Send + Sync + 'static>() -> Result<Arc<T>, StateError> {
+    context::with(|frame| frame.state.get::<T>())
+        .ok_or(StateError::NoScope)?
+        .ok_or(StateError::Missing {
+            type_name: std::any::type_name::<T>(),
+        })
 }
 
 /// A snapshot of the counters of the current scope's bus; see [`BusStats`].

@@ -45,6 +45,7 @@ mod error;
 mod event;
 mod scope;
 mod spawn;
+mod state;
 mod stats;
 mod subscription;
 mod sync;
@@ -56,6 +57,7 @@ pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError}
 pub use event::{AnyEnvelope, Envelope};
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
+pub use state::StateError;
 pub use stats::{BusStats, TypeStats};
 pub use subscription::{AnySubscription, EndReason, Subscription, TryNextError};
 pub use system::{

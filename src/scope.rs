@@ -23,7 +23,7 @@
 //! Lock order: `owned`, `failure` and `timers` are leaf locks, never held while another lock of
 //! the crate is taken.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -46,6 +46,7 @@ use crate::bus::TopicOf;
 use crate::context;
 use crate::delivery::{DropCallback, DropReport, Policy};
 use crate::error::{SendError, panic_message};
+use crate::state::StateMap;
 use crate::stats::BusStats;
 use crate::subscription::{AnySubscription, EndReason, Endable, Item, Queue, Subscription};
 use crate::sync::lock;
@@ -121,6 +122,7 @@ pub struct Scope {
     shutdown_on: Option<(Signal, Duration)>,
     on_drop: Option<DropCallback>,
     dead_letters: bool,
+    state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
 
 impl Scope {
@@ -131,7 +133,35 @@ impl Scope {
             shutdown_on: None,
             on_drop: None,
             dead_letters: false,
+            state: Vec::new(),
         }
+    }
+
+    /// Attaches an immutable value of type `T`, read with [`ctx::state::<T>()`](crate::ctx::state)
+    /// by the scope's body, its tasks and its nested scopes (isolated ones too). A nested scope
+    /// that attaches a `T` of its own overrides it for its subtree; the parent is untouched.
+    /// Attaching two values of one type keeps the last.
+    ///
+    /// ```
+    /// use scopebus::ctx;
+    ///
+    /// struct Config { retries: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// ctx::scope("app").with_state(Config { retries: 3 }).run(async {
+    ///     assert_eq!(ctx::state::<Config>().retries, 3);
+    ///     ctx::scope("strict").with_state(Config { retries: 0 }).run(async {
+    ///         assert_eq!(ctx::state::<Config>().retries, 0); // overridden here
+    ///     }).await;
+    ///     assert_eq!(ctx::state::<Config>().retries, 3); // the parent is untouched
+    /// }).await;
+    /// # }
+    /// ```
+    pub fn with_state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.retain(|(id, _)| *id != TypeId::of::<T>());
+        self.state.push((TypeId::of::<T>(), Arc::new(value)));
+        self
     }
 
     /// Gives the scope its own bus: events sent inside it are not seen outside, and events sent
@@ -224,6 +254,7 @@ impl fmt::Debug for Scope {
 /// A running scope (see the module documentation).
 pub(crate) struct Frame {
     pub(crate) info: Arc<ScopeInfo>,
+    pub(crate) state: Arc<StateMap>,
     /// The parent's bus and id, where this scope's lifecycle events are published.
     parent: Option<(Arc<Bus>, ScopeId)>,
     isolated: bool,
@@ -267,6 +298,7 @@ impl Frame {
         name: Cow<'static, str>,
         isolated: bool,
         (on_drop, dead_letters): (Option<DropCallback>, bool),
+        state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
         parent: Option<&Frame>,
     ) -> Self {
         let info = Arc::new(ScopeInfo {
@@ -298,6 +330,7 @@ impl Frame {
         };
         Self {
             info,
+            state: StateMap::inherit(parent.map(|p| &p.state), state),
             parent: parent.map(|p| (p.bus.clone(), p.info.id)),
             isolated,
             bus,
@@ -516,12 +549,14 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         shutdown_on: mut signal,
         on_drop,
         dead_letters,
+        state,
     } = scope;
     let parent = context::current();
     let frame = Arc::new(Frame::new(
         name,
         isolated,
         (on_drop, dead_letters),
+        state,
         parent.as_deref(),
     ));
     drop(parent);

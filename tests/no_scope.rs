@@ -88,6 +88,7 @@ fn plain_forms_panic_with_guidance_at_the_callers_location() {
         ),
         ("retain", Box::new(|| ctx::retain::<NotDebug>(1))),
         ("stats", Box::new(|| drop(ctx::stats()))),
+        ("state", Box::new(|| drop(ctx::state::<NotDebug>()))),
         ("current", Box::new(|| drop(ctx::current()))),
     ];
     let mut failures = Vec::new();
