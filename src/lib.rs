@@ -43,6 +43,7 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+mod request;
 mod scope;
 mod spawn;
 mod state;
@@ -55,6 +56,9 @@ mod topic;
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
 pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::{AnyEnvelope, Envelope};
+pub use request::{
+    Request, RequestError, RequestId, RequestOptions, Responder, Response, Responses,
+};
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
 pub use spawn::TaskHandle;
 pub use state::StateError;
