@@ -3,8 +3,9 @@
 //! Invariants:
 //! - One [`Topic`] per event type, created on first subscription and kept for the bus's life
 //!   (memory grows with the number of types used, not with traffic).
-//! - A send for a type that has no topic, or whose topic has no subscriber, takes the map's read
-//!   lock once and allocates nothing.
+//! - A send for a type that has no topic, or whose topic has no subscriber, allocates nothing.
+//!   For a type that never had a topic it usually takes no lock at all (`maybe_topic`);
+//!   otherwise it takes the map's read lock once.
 //! - `closed` goes from `false` to `true` once, when the owning scope finishes its body; from then
 //!   on sends fail with `Closed` and subscriptions are created already ended.
 //! - Sequence numbers are drawn from one counter per bus, inside the topic lock (see `topic.rs`).
@@ -16,7 +17,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::task::Waker;
@@ -43,6 +44,10 @@ pub(crate) struct Bus {
     dead_letters: bool,
     /// Sends of types that never had a subscriber (they have no topic).
     unrouted: AtomicU64,
+    /// One bit per `TypeId` hash (mod 64), set before a topic of that type becomes visible and
+    /// never cleared: a clear bit proves the type has no topic, so the send skips the map's
+    /// lock (the common "nobody ever listened to this" case, system events included).
+    maybe_topic: AtomicU64,
     /// Taken by the fan-out of types that have multi-type subscribers or taps (see `topic.rs`).
     order: Mutex<()>,
     /// Taps: attached to every topic, including topics created later. Written under the map's
@@ -61,6 +66,7 @@ impl Bus {
             on_drop,
             dead_letters,
             unrouted: AtomicU64::new(0),
+            maybe_topic: AtomicU64::new(0),
             order: Mutex::new(()),
             taps: Mutex::new(Vec::new()),
             has_taps: AtomicBool::new(false),
@@ -110,6 +116,14 @@ impl Bus {
         if self.has_taps.load(Ordering::Acquire) {
             // A tap sees every type: make sure this one has a topic (someone listens).
             drop(self.topic::<E>());
+        } else if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
+            // No topic can exist for `E`: nothing to look up, nothing to allocate.
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            drop(event);
+            if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
+                self.dead_letter::<E>(origin);
+            }
+            return Ok(0);
         }
         let mut drops = DropLog::new(std::any::type_name::<E>());
         let (result, unsent) = {
@@ -137,15 +151,19 @@ impl Bus {
             self.account(drops, origin, system != TypeId::of::<EventDropped>());
         }
         if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
-            let _ = self.send(
-                origin,
-                DeadLetter {
-                    event_type: std::any::type_name::<E>(),
-                    origin: origin.clone(),
-                },
-            );
+            self.dead_letter::<E>(origin);
         }
         result
+    }
+
+    fn dead_letter<E: 'static>(&self, origin: &Arc<ScopeInfo>) {
+        let _ = self.send(
+            origin,
+            DeadLetter {
+                event_type: std::any::type_name::<E>(),
+                origin: origin.clone(),
+            },
+        );
     }
 
     /// Reports critical drops to the callback and as `EventDropped` events, and drops evicted
@@ -254,6 +272,10 @@ impl Bus {
             topic.clone().attach_erased(&tap);
         }
         topics.insert(key, topic.clone());
+        // Before the topic can have a subscriber (we still hold the write lock): any send that
+        // happens after a `subscribe()` returned sees the bit.
+        self.maybe_topic
+            .fetch_or(type_bit::<E>(), Ordering::Release);
         topic
     }
 
@@ -289,6 +311,13 @@ fn downcast<E: Send + Sync + 'static>(topic: &dyn AnyTopic) -> &Topic<E> {
 fn downcast_arc<E: Send + Sync + 'static>(topic: &Arc<dyn AnyTopic>) -> Arc<Topic<E>> {
     let any: Arc<dyn Any + Send + Sync> = topic.clone();
     any.downcast::<Topic<E>>().expect(KEYED_BY_TYPE)
+}
+
+/// The bit of `E` in `Bus::maybe_topic`.
+fn type_bit<E: 'static>() -> u64 {
+    let mut hasher = TypeIdHasher::default();
+    TypeId::of::<E>().hash(&mut hasher);
+    1 << (hasher.finish() % 64)
 }
 
 /// A hasher for `TypeId` keys: a `TypeId` is already a high-quality hash, so use its bits.

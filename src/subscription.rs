@@ -94,7 +94,8 @@ struct QueueState<T> {
     items: VecDeque<T>,
     waker: Option<Waker>,
     end: Option<EndReason>,
-    /// How many items were ever queued: the item at the front has index `pushed - items.len()`.
+    /// Bounded queues only: how many items were ever queued, so the item at the front has index
+    /// `pushed - items.len()`. Unbounded queues never have gaps and do not keep it.
     pushed: u64,
     /// Sparse gap marks: `(index, count)` — `count` events were lost just before the item with
     /// `index` (or, for the last mark, before the next item or the end). Strictly increasing.
@@ -119,8 +120,11 @@ impl<T> QueueState<T> {
 
     /// Pops the front item with the number of events lost just before it.
     fn pop(&mut self) -> Option<(T, u64)> {
-        let index = self.pushed - self.items.len() as u64;
         let item = self.items.pop_front()?;
+        if self.gaps.is_empty() {
+            return Some((item, 0)); // always so for unbounded queues, whose `pushed` is not kept
+        }
+        let index = self.pushed - (self.items.len() as u64 + 1);
         Some((item, self.take_gap(index)))
     }
 
@@ -184,6 +188,16 @@ impl<T: Item> Queue<T> {
         let mut state = lock(&self.state);
         if state.end.is_some() {
             return false;
+        }
+        if self.policy.is_unbounded() {
+            // The hot path: never full, never a gap, so no index to keep.
+            state.items.push_back(item.clone());
+            let waker = state.waker.take();
+            drop(state);
+            if let Some(waker) = waker {
+                wakers.push(waker);
+            }
+            return true;
         }
         if state.items.len() >= self.policy.capacity {
             match self.policy.overflow {
