@@ -12,8 +12,9 @@
 //! - The drop callback is called, and undelivered or evicted payloads are dropped, only after
 //!   every lock of the send has been released.
 //!
-//! Lock order: `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is only taken to insert
-//! a new topic and to close the bus, never while a topic lock is held.
+//! Lock order: `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is
+//! only taken to insert a new topic, to add a tap and to close the bus, never while a topic lock
+//! is held.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

@@ -20,8 +20,11 @@
 //!   is ended at once, so nothing created in a finished scope can hang.
 //! - `finished` is set only after every task has stopped (or when the scope is dropped).
 //!
-//! Lock order: `owned`, `failure` and `timers` are leaf locks, never held while another lock of
-//! the crate is taken.
+//! Lifecycle events (`ScopeStarted`, `ScopeStopped`) are published on the parent's bus; state is
+//! inherited through `StateMap` (see `state.rs`).
+//!
+//! Lock order: `owned`, `failure`, `timers` and `hold` are leaf locks, never held while another
+//! lock of the crate is taken.
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;

@@ -10,10 +10,13 @@
 //!   [`TaskError::Panicked`].
 //!
 //! - holds its scope's [`Hold`], so every enclosing scope waits for it too, even when its own
-//!   scope's `run` future was dropped.
+//!   scope's `run` future was dropped,
+//! - publishes `TaskSpawned` when spawned and exactly one of `TaskFinished`, `TaskFailed` or
+//!   `TaskCancelled` when its future is dropped (see `system.rs`).
 //!
 //! Invariants: fields of `TaskFuture` drop in declaration order, so `inner` (the user's future)
-//! is dropped before the tracker token and the hold are released.
+//! is dropped first, then the outcome event is published, then the tracker token and the hold
+//! are released — the scope never counts a task as finished before its outcome is out.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
