@@ -377,11 +377,20 @@ impl<T: Item> Reader<T> {
     }
 
     /// One step of reading: an item, nothing yet (registering `waker` if given), or the end.
+    ///
+    /// The fast path pops the private batch. Only unbounded queues fill it, and they never have
+    /// gaps, so `missed` is already 0 there.
+    #[inline]
     fn poll_take(&mut self, waker: Option<&Waker>) -> Poll<Option<T>> {
-        if let Some(item) = self.local.pop_front() {
-            self.missed = 0;
-            return Poll::Ready(Some(item));
+        match self.local.pop_front() {
+            Some(item) => Poll::Ready(Some(item)),
+            None => self.poll_queue(waker),
         }
+    }
+
+    /// The slow path of [`poll_take`](Self::poll_take): one lock on the queue.
+    #[inline(never)]
+    fn poll_queue(&mut self, waker: Option<&Waker>) -> Poll<Option<T>> {
         let Some(queue) = &self.queue else {
             return match self.end {
                 Some(_) => Poll::Ready(None),
@@ -573,6 +582,7 @@ impl<E: Send + Sync + 'static> Subscription<E> {
 impl<E: Send + Sync + 'static> Stream for Subscription<E> {
     type Item = Envelope<E>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Envelope<E>>> {
         self.get_mut().reader.poll_take(Some(cx.waker()))
     }
