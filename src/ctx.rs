@@ -14,7 +14,7 @@ use crate::delivery::{ManyBuilder, Policy, SubscriptionBuilder};
 use crate::error::{
     SendError, SendErrorKind, SpawnError, SubscribeError, expect_scope, no_scope_panic,
 };
-use crate::request::{RequestError, RequestOptions, Responder, Responses};
+pub use crate::request::{request, respond};
 use crate::scope::{Scope, ScopeHandle};
 use crate::spawn::{TaskHandle, spawn_in};
 use crate::state::StateError;
@@ -426,62 +426,6 @@ pub fn try_state<T: Send + Sync + 'static>() -> Result<Arc<T>, StateError> {
         .ok_or(StateError::Missing {
             type_name: std::any::type_name::<T>(),
         })
-}
-
-/// Sends `request` and gathers the typed answers to it (scatter-gather): see
-/// [`RequestOptions`] for the timeout, the expected responders and the minimum.
-///
-/// Responders receive a [`Request<Q>`](crate::Request) event (it dereferences to `Q`) and
-/// answer with [`respond`] or [`Request::reply`](crate::Request::reply). The type of the
-/// answers, `R`, is named at the call: `ctx::request::<_, bool>(..)`. Only answers to *this*
-/// request are gathered; each responder counts once (its first answer).
-///
-/// # Errors
-///
-/// [`RequestError::Invalid`] for contradictory options,
-/// [`RequestError::NotSent`] outside a scope or on a closed bus,
-/// [`RequestError::TimedOut`] with the partial answers and the
-/// missing responders.
-///
-/// # Cancel safety
-///
-/// Dropping the future abandons the request: later answers are dropped with the subscription.
-///
-/// ```
-/// use scopebus::{ctx, RequestOptions};
-///
-/// struct Validate(&'static str);
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// ctx::scope("app").run(async {
-///     ctx::respond::<Validate>("syntax").answer(|req| async move { !req.0.is_empty() });
-///     ctx::respond::<Validate>("length").answer(|req| async move { req.0.len() < 10 });
-///     let answers = ctx::request::<_, bool>(
-///         Validate("config"),
-///         RequestOptions::new().expect(["syntax", "length"]),
-///     ).await.unwrap();
-///     assert_eq!(answers.len(), 2);
-///     assert!(answers.iter().all(|a| **a.event()));
-/// }).await;
-/// # }
-/// ```
-pub async fn request<Q, R>(
-    request: Q,
-    options: RequestOptions,
-) -> Result<Responses<R>, RequestError<R>>
-where
-    Q: Send + Sync + 'static,
-    R: Send + Sync + 'static,
-{
-    crate::request::request(request, options).await
-}
-
-/// A responder named `name` for requests of type `Q`; start it with
-/// [`Responder::answer`](crate::Responder::answer):
-/// `ctx::respond::<Validate>("syntax").answer(|req| async move { .. })`.
-pub fn respond<Q: Send + Sync + 'static>(name: impl Into<Arc<str>>) -> Responder<Q> {
-    Responder::new(name.into())
 }
 
 /// A snapshot of the counters of the current scope's bus; see [`BusStats`].

@@ -239,7 +239,45 @@ impl<R> fmt::Display for RequestError<R> {
 
 impl<R> std::error::Error for RequestError<R> {}
 
-pub(crate) async fn request<Q, R>(
+/// Sends `request` and gathers the typed answers to it (scatter-gather): see
+/// [`RequestOptions`] for the timeout, the expected responders and the minimum.
+///
+/// Responders receive a [`Request<Q>`](crate::Request) event (it dereferences to `Q`) and
+/// answer with [`respond`](crate::ctx::respond) or [`Request::reply`](crate::Request::reply). The type of the
+/// answers, `R`, is named at the call: `ctx::request::<_, bool>(..)`. Only answers to *this*
+/// request are gathered; each responder counts once (its first answer).
+///
+/// # Errors
+///
+/// [`RequestError::Invalid`] for contradictory options,
+/// [`RequestError::NotSent`] outside a scope or on a closed bus,
+/// [`RequestError::TimedOut`] with the partial answers and the
+/// missing responders.
+///
+/// # Cancel safety
+///
+/// Dropping the future abandons the request: later answers are dropped with the subscription.
+///
+/// ```
+/// use scopebus::{ctx, RequestOptions};
+///
+/// struct Validate(&'static str);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     ctx::respond::<Validate>("syntax").answer(|req| async move { !req.0.is_empty() });
+///     ctx::respond::<Validate>("length").answer(|req| async move { req.0.len() < 10 });
+///     let answers = ctx::request::<_, bool>(
+///         Validate("config"),
+///         RequestOptions::new().expect(["syntax", "length"]),
+///     ).await.unwrap();
+///     assert_eq!(answers.len(), 2);
+///     assert!(answers.iter().all(|a| **a.event()));
+/// }).await;
+/// # }
+/// ```
+pub async fn request<Q, R>(
     body: Q,
     options: RequestOptions,
 ) -> Result<Responses<R>, RequestError<R>>
@@ -346,4 +384,11 @@ impl<Q> fmt::Debug for Responder<Q> {
             .field("request", &std::any::type_name::<Q>())
             .finish()
     }
+}
+
+/// A responder named `name` for requests of type `Q`; start it with
+/// [`Responder::answer`]:
+/// `ctx::respond::<Validate>("syntax").answer(|req| async move { .. })`.
+pub fn respond<Q: Send + Sync + 'static>(name: impl Into<Arc<str>>) -> Responder<Q> {
+    Responder::new(name.into())
 }
