@@ -3,7 +3,7 @@
 //! `cargo run --example send_subscribe`
 
 use futures::StreamExt;
-use scopebus::ctx;
+use scopebus::{Sent, ctx};
 
 #[derive(Debug)]
 struct PriceChanged {
@@ -21,7 +21,7 @@ async fn main() {
                 symbol: "ACME",
                 cents: 100,
             });
-            assert_eq!(reached, 0);
+            assert_eq!(reached, Sent::Delivered(0));
 
             let mut chart = ctx::subscribe::<PriceChanged>();
             let mut alerts = ctx::subscribe::<PriceChanged>();
@@ -29,7 +29,8 @@ async fn main() {
                 symbol: "ACME",
                 cents: 101,
             });
-            println!("second price reached {reached} subscriptions");
+            assert_eq!(reached.delivered(), 2);
+            println!("second price: {reached}"); // "delivered to 2 subscriptions"
             // ANCHOR_END: count
 
             // ANCHOR: envelope

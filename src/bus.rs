@@ -12,31 +12,68 @@
 //! - The drop callback is called, and undelivered or evicted payloads are dropped, only after
 //!   every lock of the send has been released.
 //!
-//! Lock order: `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is
+//! - While paused (`pause.rs`), sends are held before they reach any topic; ownership is
+//!   checked first, so a held event is one its sender was allowed to send.
+//!
+//! Lock order: pause state → `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is
 //! only taken to insert a new topic, to add a tap and to close the bus, never while a topic lock
 //! is held.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
-use crate::delivery::{DropCallback, DropLog, Policy};
+use crate::delivery::{DropCallback, DropLog, DropReport, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
+use crate::pause::{DEFAULT_HELD_CAPACITY, Hold, Pause};
 use crate::scope::ScopeInfo;
+use crate::sent::Sent;
 use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
 use crate::sync::lock;
 use crate::system::{DeadLetter, EventDropped};
-use crate::topic::{AnyTopic, Full, Topic, Unsent};
+use crate::topic::{AnyTopic, Full, Payload, Sender, Topic, Unsent};
 
 /// Gets (creating if needed) the topic of one event type, type-erased.
 pub(crate) type TopicOf = fn(&Bus) -> Arc<dyn AnyTopic>;
 
 type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>;
+
+/// How a scope configures the bus it owns.
+pub(crate) struct BusConfig {
+    pub(crate) on_drop: Option<DropCallback>,
+    /// Publish a `DeadLetter` for every event that reaches no subscription.
+    pub(crate) dead_letters: bool,
+    /// Start paused.
+    pub(crate) paused: bool,
+    pub(crate) held_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            on_drop: None,
+            dead_letters: false,
+            paused: false,
+            held_capacity: DEFAULT_HELD_CAPACITY,
+        }
+    }
+}
+
+impl BusConfig {
+    /// `true` when nothing differs from the default (what a scope sharing a bus requires).
+    pub(crate) fn is_default(&self) -> bool {
+        self.on_drop.is_none()
+            && !self.dead_letters
+            && !self.paused
+            && self.held_capacity == DEFAULT_HELD_CAPACITY
+    }
+}
 
 pub(crate) struct Bus {
     topics: RwLock<TopicMap>,
@@ -58,10 +95,18 @@ pub(crate) struct Bus {
     seq: AtomicU64,
     next_subscription: AtomicU64,
     closed: AtomicBool,
+    /// Pause / start (see `pause.rs`).
+    pause: Pause,
 }
 
 impl Bus {
-    pub(crate) fn new(on_drop: Option<DropCallback>, dead_letters: bool) -> Self {
+    pub(crate) fn new(config: BusConfig) -> Self {
+        let BusConfig {
+            on_drop,
+            dead_letters,
+            paused,
+            held_capacity,
+        } = config;
         Self {
             topics: RwLock::new(TopicMap::default()),
             on_drop,
@@ -74,6 +119,7 @@ impl Bus {
             seq: AtomicU64::new(1),
             next_subscription: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            pause: Pause::new(paused, held_capacity),
         }
     }
 
@@ -86,23 +132,37 @@ impl Bus {
         &self,
         origin: &Arc<ScopeInfo>,
         event: E,
-    ) -> Result<usize, SendError<E>> {
-        match self.send_inner(origin, event, None) {
-            Ok(count) => Ok(count),
-            Err(Full::Closed(error)) => Err(error),
+    ) -> Result<Sent, SendError<E>> {
+        self.send_as(origin, event, Sender::Anyone, None)
+    }
+
+    /// Publishes `event` as `sender`; `topic` is the type's topic when the caller has it (a
+    /// producer), saving the map lookup.
+    pub(crate) fn send_as<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Result<Sent, SendError<E>> {
+        match self.send_inner(origin, event, None, sender, topic) {
+            Ok(sent) => Ok(sent),
+            Err(Full::Refused(error)) => Err(error),
             Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
         }
     }
 
-    /// One attempt of `send_wait`: sends if every `Wait` subscription has room, otherwise
-    /// registers `waker` and hands the event back.
+    /// One attempt of `send_wait`: sends if every `Wait` subscription (and a paused bus's held
+    /// buffer) has room, otherwise registers `waker` and hands the event back.
     pub(crate) fn try_send_with_room<E: Send + Sync + 'static>(
         &self,
         origin: &Arc<ScopeInfo>,
         event: E,
         waker: &Waker,
-    ) -> Result<usize, Full<E>> {
-        self.send_inner(origin, event, Some(waker))
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Result<Sent, Full<E>> {
+        self.send_inner(origin, event, Some(waker), sender, topic)
     }
 
     fn send_inner<E: Send + Sync + 'static>(
@@ -110,38 +170,104 @@ impl Bus {
         origin: &Arc<ScopeInfo>,
         event: E,
         wait: Option<&Waker>,
-    ) -> Result<usize, Full<E>> {
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Result<Sent, Full<E>> {
         if self.is_closed() {
-            return Err(Full::Closed(SendError::new(SendErrorKind::Closed, event)));
+            return Err(Full::Refused(SendError::new(SendErrorKind::Closed, event)));
         }
-        if self.has_taps.load(Ordering::Acquire) {
-            // A tap sees every type: make sure this one has a topic (someone listens).
-            drop(self.topic::<E>());
-        } else if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
-            // No topic can exist for `E`: nothing to look up, nothing to allocate.
-            self.unrouted.fetch_add(1, Ordering::Relaxed);
-            drop(event);
-            if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
-                self.dead_letter::<E>(origin);
+        let event = if self.pause.is_gated() {
+            if let Some(kind) = self.refuses(sender, topic) {
+                return Err(Full::Refused(SendError::new(kind, event)));
             }
-            return Ok(0);
+            match self.pause.hold(origin, event, wait) {
+                Hold::Open(event) => event,
+                Hold::Held => return Ok(Sent::Held),
+                Hold::Full(event) => return Err(Full::Wait(event)),
+                Hold::Dropped(report) => {
+                    let publish = TypeId::of::<E>() != TypeId::of::<EventDropped>();
+                    self.report(report, origin, publish);
+                    return Ok(Sent::Dropped);
+                }
+            }
+        } else {
+            event
+        };
+        self.route(origin, Payload::Event(event), wait, sender, topic)
+            .map(Sent::Delivered)
+    }
+
+    /// Why `sender` may not send `E` now (checked before a paused bus holds the event).
+    fn refuses<E: Send + Sync + 'static>(
+        &self,
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Option<SendErrorKind> {
+        if let Some(topic) = topic {
+            return topic.refuses(sender);
         }
+        if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
+            return None; // no topic, so no owner
+        }
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let topic = topics.get(&TypeId::of::<E>())?;
+        downcast::<E>(topic.as_ref()).refuses(sender)
+    }
+
+    /// Delivers an envelope a paused bus held (from `start()`).
+    pub(crate) fn deliver_held<E: Send + Sync + 'static>(&self, envelope: Envelope<E>) {
+        let origin = envelope.origin_arc();
+        let payload = Payload::Held(envelope);
+        if let Err(Full::Refused(error)) = self.route(&origin, payload, None, Sender::Held, None) {
+            // The bus closed before the event could be delivered: lost, so counted and reported.
+            self.pause.count_dropped();
+            let report = DropReport {
+                event_type: std::any::type_name::<E>(),
+                subscriber: None,
+                capacity: 0,
+                paused: true,
+            };
+            drop(error);
+            self.report(report, &origin, false);
+        }
+    }
+
+    /// The fan-out of one send (no pause): to `topic`, or to the type's topic if any.
+    fn route<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        payload: Payload<E>,
+        wait: Option<&Waker>,
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Result<usize, Full<E>> {
         let mut drops = DropLog::new(std::any::type_name::<E>());
-        let (result, unsent) = {
+        let fan_out = |topic: &Topic<E>, payload, drops: &mut DropLog| {
+            let next_seq = || self.seq.fetch_add(1, Ordering::Relaxed);
+            topic.send(next_seq, origin, payload, sender, drops, wait, &self.order)
+        };
+        let (result, unsent) = if let Some(topic) = topic {
+            fan_out(topic, payload, &mut drops)
+        } else {
+            if self.has_taps.load(Ordering::Acquire) {
+                // A tap sees every type: make sure this one has a topic (someone listens).
+                drop(self.topic::<E>());
+            } else if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
+                // No topic can exist for `E`: nothing to look up, nothing to allocate, no owner.
+                self.unrouted.fetch_add(1, Ordering::Relaxed);
+                drop(payload);
+                if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
+                    self.dead_letter::<E>(origin);
+                }
+                return Ok(0);
+            }
             let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
             match topics.get(&TypeId::of::<E>()) {
                 None => {
                     self.unrouted.fetch_add(1, Ordering::Relaxed);
-                    (Ok(0), Unsent::Event(event))
+                    (Ok(0), Unsent::Payload(payload))
                 }
-                Some(topic) => downcast::<E>(topic.as_ref()).send(
-                    || self.seq.fetch_add(1, Ordering::Relaxed),
-                    origin,
-                    event,
-                    &mut drops,
-                    wait,
-                    &self.order,
-                ),
+                Some(topic) => fan_out(downcast::<E>(topic.as_ref()), payload, &mut drops),
             }
         };
         // Everything below runs with no lock held: a payload's `Drop`, the drop callback and
@@ -172,13 +298,32 @@ impl Bus {
     fn account(&self, drops: DropLog, origin: &Arc<ScopeInfo>, publish: bool) {
         drop(drops.evicted);
         for report in drops.reports {
-            if let Some(callback) = &self.on_drop {
-                callback(&report);
-            }
-            if publish {
-                let _ = self.send(origin, EventDropped { report });
-            }
+            self.report(report, origin, publish);
         }
+    }
+
+    /// Gives one drop report to the callback, and publishes it as `EventDropped` if `publish`.
+    fn report(&self, report: DropReport, origin: &Arc<ScopeInfo>, publish: bool) {
+        if let Some(callback) = &self.on_drop {
+            callback(&report);
+        }
+        if publish {
+            let _ = self.send(origin, EventDropped { report });
+        }
+    }
+
+    /// Holds later sends until [`start`](Self::start).
+    pub(crate) fn pause(&self) {
+        self.pause.pause();
+    }
+
+    /// Delivers what a pause held, in order, then lets sends through (see `pause.rs`).
+    pub(crate) fn start(&self) {
+        self.pause.start(self);
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.pause.is_paused()
     }
 
     /// Keeps the last `count` events of `E` for replay (0: stop keeping).
@@ -197,7 +342,13 @@ impl Bus {
             .cloned()
             .collect();
         let types = topics.iter().map(|topic| topic.stats()).collect();
-        BusStats::new(types, self.unrouted.load(Ordering::Relaxed))
+        let (held, dropped_held) = self.pause.counts();
+        BusStats::new(
+            types,
+            self.unrouted.load(Ordering::Relaxed),
+            held,
+            dropped_held,
+        )
     }
 
     /// Attaches a new queue for `E`; `None` if the bus is closed.
@@ -254,7 +405,7 @@ impl Bus {
     }
 
     /// The topic of `E`, created if missing.
-    fn topic<E: Send + Sync + 'static>(&self) -> Arc<Topic<E>> {
+    pub(crate) fn topic<E: Send + Sync + 'static>(&self) -> Arc<Topic<E>> {
         let key = TypeId::of::<E>();
         if let Some(topic) = self
             .topics
@@ -299,6 +450,9 @@ impl Bus {
         for topic in topics {
             topic.close(EndReason::BusClosed);
         }
+        // Anything still held can no longer be delivered: counted and reported as dropped.
+        self.pause.start(self);
+        self.pause.wake_waiters();
     }
 }
 
@@ -345,4 +499,29 @@ impl Hasher for TypeIdHasher {
     fn write_u128(&mut self, value: u128) {
         self.0 ^= value as u64 ^ (value >> 64) as u64;
     }
+}
+
+/// `send_wait` for any sender: retries `attempt` each time a full subscription (or a full held
+/// buffer) makes room. Cancel-safe: the event is published when the future completes, or
+/// dropped with it.
+pub(crate) fn send_wait<E, F>(
+    event: E,
+    mut attempt: F,
+) -> impl Future<Output = Result<Sent, SendError<E>>> + Send + 'static
+where
+    E: Send + 'static,
+    F: FnMut(E, &Waker) -> Result<Sent, Full<E>> + Send + 'static,
+{
+    let mut event = Some(event);
+    std::future::poll_fn(move |cx| {
+        let pending = event.take().expect("polled after completion");
+        match attempt(pending, cx.waker()) {
+            Ok(sent) => Poll::Ready(Ok(sent)),
+            Err(Full::Refused(error)) => Poll::Ready(Err(error)),
+            Err(Full::Wait(pending)) => {
+                event = Some(pending);
+                Poll::Pending
+            }
+        }
+    })
 }

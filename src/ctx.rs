@@ -6,21 +6,24 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use crate::bus;
 use crate::context;
 use crate::delivery::{ManyBuilder, Policy, SubscriptionBuilder};
 use crate::error::{
-    SendError, SendErrorKind, SpawnError, SubscribeError, expect_scope, no_scope_panic,
+    RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, expect_scope,
+    no_scope_panic, plain_send,
 };
+use crate::producer::{Producer, RegisterOptions};
 pub use crate::request::{request, respond};
 use crate::scope::{Scope, ScopeHandle};
+use crate::sent::Sent;
 use crate::spawn::{TaskHandle, spawn_in};
 use crate::state::StateError;
 use crate::stats::BusStats;
 use crate::subscription::Subscription;
-use crate::topic::Full;
+use crate::topic::{Full, Sender};
 
 /// Creates a scope named `name`; configure it, then [`Scope::run`] it.
 ///
@@ -40,42 +43,41 @@ pub fn scope(name: impl Into<Cow<'static, str>>) -> Scope {
     Scope::new(name.into())
 }
 
-/// Publishes `event` on the current scope's bus; returns how many subscriptions accepted it.
+/// Publishes `event` on the current scope's bus; returns what became of it: [`Sent::Delivered`]
+/// with how many subscriptions accepted it, or [`Sent::Held`] while the bus is paused.
 ///
 /// Every live [`Subscription<E>`] on the bus receives the event, whichever scope of the bus
 /// created it. Routing is by the exact type `E`. The event is allocated once and shared, never
 /// cloned. With no subscriber the event is dropped at once and nothing is allocated. On a closed
-/// bus (its owning scope has finished) nothing is delivered and 0 is returned; use [`try_send`]
-/// to tell the cases apart.
+/// bus (its owning scope has finished) nothing is delivered and `Sent::Delivered(0)` is
+/// returned; use [`try_send`] to tell the cases apart.
 ///
 /// `send` never blocks and never awaits.
 ///
 /// # Panics
 ///
-/// Outside of a scope. Use [`try_send`] to get an error instead.
+/// Outside of a scope, and when `E` is owned by a [`Producer`](crate::Producer) on this bus
+/// (registered with [`register`], not `open`): both are bugs to fix, not conditions to handle.
+/// Use [`try_send`] to get an error instead.
 ///
 /// ```
-/// use scopebus::ctx;
+/// use scopebus::{ctx, Sent};
 ///
 /// struct Saved { id: u64 }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// ctx::scope("app").run(async {
-///     assert_eq!(ctx::send(Saved { id: 1 }), 0); // nobody listens yet
+///     assert_eq!(ctx::send(Saved { id: 1 }), Sent::Delivered(0)); // nobody listens yet
 ///     let _a = ctx::subscribe::<Saved>();
 ///     let _b = ctx::subscribe::<Saved>();
-///     assert_eq!(ctx::send(Saved { id: 2 }), 2);
+///     assert_eq!(ctx::send(Saved { id: 2 }).delivered(), 2);
 /// }).await;
 /// # }
 /// ```
 #[track_caller]
-pub fn send<E: Send + Sync + 'static>(event: E) -> usize {
-    match try_send(event) {
-        Ok(count) => count,
-        Err(error) if error.kind() == SendErrorKind::Closed => 0,
-        Err(_) => panic!("{}", no_scope_panic("send")),
-    }
+pub fn send<E: Send + Sync + 'static>(event: E) -> Sent {
+    plain_send("send", try_send(event))
 }
 
 /// Publishes `event` like [`send`], or says why it could not, handing the event back.
@@ -83,8 +85,8 @@ pub fn send<E: Send + Sync + 'static>(event: E) -> usize {
 /// # Errors
 ///
 /// [`SendErrorKind::NoScope`] outside of a scope; [`SendErrorKind::Closed`] when the bus is
-/// closed.
-pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E>> {
+/// closed; [`SendErrorKind::NotOwner`] when `E` is owned by a [`Producer`](crate::Producer).
+pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<Sent, SendError<E>> {
     let mut event = Some(event);
     context::with(|frame| {
         let event = event.take().expect("taken once");
@@ -99,6 +101,8 @@ pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E
 /// Publishes `event` like [`send`], but first waits until every subscription of `E` whose
 /// policy is [`Overflow::Wait`](crate::Overflow::Wait) has room: for producers that must lose
 /// nothing and must not grow memory. Subscriptions with other policies are not waited for.
+/// While the bus is paused the event is held ([`Sent::Held`]); if the held buffer is full,
+/// `send_wait` waits for [`start`] rather than drop it.
 ///
 /// The scope is captured when `send_wait` is called, so the future is `'static` and can be
 /// awaited anywhere.
@@ -106,7 +110,8 @@ pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E
 /// # Errors
 ///
 /// [`SendErrorKind::NoScope`] outside of a scope, [`SendErrorKind::Closed`] if the bus closes
-/// (before or while waiting). A full subscription that ends stops being waited for.
+/// (before or while waiting), [`SendErrorKind::NotOwner`] if `E` is owned by a producer. A full
+/// subscription that ends stops being waited for.
 ///
 /// # Cancel safety
 ///
@@ -141,25 +146,15 @@ pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<usize, SendError<E
 /// ```
 pub fn send_wait<E: Send + Sync + 'static>(
     event: E,
-) -> impl Future<Output = Result<usize, SendError<E>>> + Send + 'static {
+) -> impl Future<Output = Result<Sent, SendError<E>>> + Send + 'static {
     let frame = context::current();
-    let mut event = Some(event);
-    std::future::poll_fn(move |cx| {
-        let pending = event.take().expect("polled after completion");
-        let Some(frame) = &frame else {
-            return Poll::Ready(Err(SendError::new(SendErrorKind::NoScope, pending)));
-        };
-        match frame
-            .bus
-            .try_send_with_room(&frame.info, pending, cx.waker())
-        {
-            Ok(count) => Poll::Ready(Ok(count)),
-            Err(Full::Closed(error)) => Poll::Ready(Err(error)),
-            Err(Full::Wait(pending)) => {
-                event = Some(pending);
-                Poll::Pending
-            }
+    bus::send_wait(event, move |event, waker| match &frame {
+        Some(frame) => {
+            frame
+                .bus
+                .try_send_with_room(&frame.info, event, waker, Sender::Anyone, None)
         }
+        None => Err(Full::Refused(SendError::new(SendErrorKind::NoScope, event))),
     })
 }
 
@@ -304,6 +299,100 @@ pub fn is_cancelled() -> bool {
 #[track_caller]
 pub fn shutdown(grace: Duration) {
     expect_scope("shutdown", context::with(|frame| frame.shutdown(grace)));
+}
+
+/// Makes `E` an owned event on the current scope's bus and returns the [`Producer`] that sends
+/// it. While the registration lasts, a plain [`send`] of `E` is refused (it panics; [`try_send`]
+/// returns [`SendErrorKind::NotOwner`]) unless the options say [`open`](RegisterOptions::open).
+/// Clone the producer to delegate.
+///
+/// The registration belongs to the current scope: it ends when the scope exits (after its
+/// tasks), when [`Producer::unregister`] is called or when the last producer handle is dropped.
+/// Then every subscription of `E` yields what it holds and ends with the reason (see
+/// [`EndReason`](crate::EndReason)), and `E` can be registered again. The same type on another
+/// bus (an isolated scope) is a different event, registered separately.
+///
+/// # Errors
+///
+/// [`RegisterError::Taken`] if `E` is already registered on this bus,
+/// [`RegisterError::Closed`] on a closed bus, [`RegisterError::NoScope`] outside of a scope,
+/// [`RegisterError::ScopeFinished`] from `Drop` code of a finished scope.
+///
+/// ```
+/// use scopebus::{ctx, RegisterError, RegisterOptions, SendErrorKind};
+///
+/// struct Temperature(f32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("plant").run(async {
+///     let sensor = ctx::register::<Temperature>(RegisterOptions::new()).unwrap();
+///     let twin = ctx::register::<Temperature>(RegisterOptions::new());
+///     assert!(matches!(twin, Err(RegisterError::Taken { .. })));
+///     let refused = ctx::try_send(Temperature(20.0)).unwrap_err();
+///     assert_eq!(refused.kind(), SendErrorKind::NotOwner);
+///     let mut readings = ctx::subscribe::<Temperature>();
+///     let delegate = sensor.clone();
+///     ctx::spawn(async move { delegate.send(Temperature(21.5)).unwrap() }).await.unwrap();
+///     assert_eq!(readings.try_next().unwrap().0, 21.5);
+/// }).await;
+/// # }
+/// ```
+pub fn register<E: Send + Sync + 'static>(
+    options: RegisterOptions,
+) -> Result<Producer<E>, RegisterError> {
+    context::with(|frame| crate::producer::register(frame, options))
+        .unwrap_or(Err(RegisterError::NoScope))
+}
+
+/// Pauses the current scope's bus: later sends are held, in order, in a bounded buffer
+/// ([`Sent::Held`]) until [`start`]. Idempotent. See [`Scope::paused`] to start paused and
+/// [`Scope::held_capacity`] for the buffer's size.
+///
+/// # Panics
+///
+/// Outside of a scope.
+#[track_caller]
+pub fn pause() {
+    expect_scope("pause", context::with(|frame| frame.bus.pause()));
+}
+
+/// Starts the current scope's bus: delivers the held events, in send order, to the
+/// subscriptions that exist now, before any later send, then lets sends through. Idempotent: on
+/// a bus that is not paused it does nothing.
+///
+/// # Panics
+///
+/// Outside of a scope.
+///
+/// ```
+/// use scopebus::{ctx, Sent};
+///
+/// struct Config(u32);
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("boot").paused().run(async {
+///     assert_eq!(ctx::send(Config(1)), Sent::Held); // nobody subscribed yet: held, not lost
+///     let mut config = ctx::subscribe::<Config>();
+///     ctx::start();
+///     assert_eq!(config.try_next().unwrap().0, 1);
+/// }).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn start() {
+    expect_scope("start", context::with(|frame| frame.bus.start()));
+}
+
+/// `true` while the current scope's bus is paused.
+///
+/// # Panics
+///
+/// Outside of a scope.
+#[track_caller]
+pub fn is_paused() -> bool {
+    expect_scope("is_paused", context::with(|frame| frame.bus.is_paused()))
 }
 
 /// Keeps the last `count` events of type `E` sent on the current scope's bus from now on, so

@@ -46,6 +46,10 @@ pub(crate) struct Policy {
     pub(crate) name: Option<Arc<str>>,
     /// Receive the type's retained events first.
     pub(crate) replay: bool,
+    /// A tap: sees every type, but is no demand for any (see `producer.rs`).
+    pub(crate) tap: bool,
+    /// Cancel the consuming task when the producer ends abnormally.
+    pub(crate) linked: bool,
 }
 
 impl Policy {
@@ -59,6 +63,8 @@ impl Policy {
             lossy: false,
             name: None,
             replay: false,
+            tap: false,
+            linked: false,
         }
     }
 
@@ -108,6 +114,18 @@ macro_rules! policy_methods {
         /// and no duplicate between the two, even while other tasks are sending.
         pub fn replay(mut self) -> Self {
             self.policy.replay = true;
+            self
+        }
+
+        /// Links the subscription to the task that consumes it (Ergo's *link*, as opposed to the
+        /// default *monitor*): if the event type's producer ends abnormally (its owner scope
+        /// failed or was cancelled, see [`EndReason::is_abnormal`](crate::EndReason::is_abnormal)),
+        /// the subscription first yields what it holds and then, instead of ending, cancels the
+        /// [`ctx::spawn`](crate::ctx::spawn) task that polls it. A normal end (unregistered, owner
+        /// finished, bus closed) ends the stream as usual. Polled outside a `ctx::spawn` task,
+        /// a linked subscription ends with its reason like any other.
+        pub fn linked(mut self) -> Self {
+            self.policy.linked = true;
             self
         }
 
@@ -216,8 +234,10 @@ pub struct ManyBuilder {
 
 impl ManyBuilder {
     pub(crate) fn new(tap: bool) -> Self {
+        let mut policy = Policy::lossless();
+        policy.tap = tap;
         Self {
-            policy: Policy::lossless(),
+            policy,
             types: (!tap).then(Vec::new),
         }
     }
@@ -277,8 +297,11 @@ pub struct DropReport {
     pub event_type: &'static str,
     /// The subscriber's name, if it was given one.
     pub subscriber: Option<Arc<str>>,
-    /// The subscription's capacity.
+    /// The subscription's capacity, or the held buffer's when `paused`.
     pub capacity: usize,
+    /// `true` when the event was dropped by a paused bus whose held buffer was full (then
+    /// `subscriber` is `None`: the event reached no subscription).
+    pub paused: bool,
 }
 
 /// The drop callback of a bus.
@@ -321,6 +344,7 @@ impl DropLog {
                 event_type: self.event_type,
                 subscriber: policy.name.clone(),
                 capacity: policy.capacity,
+                paused: false,
             });
         }
     }

@@ -32,6 +32,13 @@ pub enum SendErrorKind {
     NoScope,
     /// The bus is closed: the scope that owns it has finished its body.
     Closed,
+    /// The event type is owned on this bus (registered with
+    /// [`ctx::register`](crate::ctx::register), not `open`): only its
+    /// [`Producer`](crate::Producer) may send it.
+    NotOwner,
+    /// The [`Producer`](crate::Producer)'s registration has ended (unregistered, or its owner
+    /// scope exited): it can no longer send.
+    Unregistered,
 }
 
 impl<E> SendError<E> {
@@ -73,11 +80,62 @@ impl<E> fmt::Display for SendError<E> {
                 "event `{}` not sent: the bus is closed because the scope that owns it has finished",
                 std::any::type_name::<E>()
             ),
+            SendErrorKind::NotOwner => write!(
+                f,
+                "event `{}` not sent: it is owned by a `Producer` on this bus; send it through \
+                 the `Producer` returned by `ctx::register`, or register it with \
+                 `RegisterOptions::open()`",
+                std::any::type_name::<E>()
+            ),
+            SendErrorKind::Unregistered => write!(
+                f,
+                "event `{}` not sent: this `Producer`'s registration has ended (unregistered, \
+                 or its owner scope exited)",
+                std::any::type_name::<E>()
+            ),
         }
     }
 }
 
 impl<E> std::error::Error for SendError<E> {}
+
+/// Why [`ctx::register`](crate::ctx::register) did not make the type owned.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// No scope is current.
+    NoScope,
+    /// The type is already registered on this bus, by a producer of the scope `owner`. (On
+    /// another bus, the same type is a different event and can be registered there.)
+    Taken {
+        /// The scope that registered the type.
+        owner: std::sync::Arc<crate::ScopeInfo>,
+    },
+    /// The bus is closed.
+    Closed,
+    /// The current scope has already ended its registrations: a registration made now would
+    /// outlive it.
+    ScopeFinished,
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegisterError::NoScope => f.write_str(NO_SCOPE),
+            RegisterError::Taken { owner } => write!(
+                f,
+                "the event type is already registered on this bus by scope `{owner}`; \
+                 share that `Producer` (clone it) instead of registering twice"
+            ),
+            RegisterError::Closed => f.write_str("the bus is closed"),
+            RegisterError::ScopeFinished => f.write_str(
+                "the scope has already finished, so the registration would outlive its owner",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
 
 /// Why [`ctx::try_subscribe`](crate::ctx::try_subscribe) returned no subscription.
 ///
@@ -182,6 +240,23 @@ pub(crate) fn expect_scope<T>(function: &str, value: Option<T>) -> T {
 }
 
 /// The text of a panic payload (`&str` or `String`), as `std` prints it.
+/// The result of a plain (non-`try_`) send: a closed bus delivers to nobody (shutdown races are
+/// not bugs); no scope and sending an owned type are, so they panic with what to do.
+#[track_caller]
+pub(crate) fn plain_send<E>(
+    function: &str,
+    result: Result<crate::Sent, SendError<E>>,
+) -> crate::Sent {
+    match result {
+        Ok(sent) => sent,
+        Err(error) => match error.kind() {
+            SendErrorKind::Closed => crate::Sent::Delivered(0),
+            SendErrorKind::NoScope => panic!("{}", no_scope_panic(function)),
+            _ => panic!("`{function}`: {error}"),
+        },
+    }
+}
+
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()

@@ -205,6 +205,11 @@ impl<E> Envelope<E> {
             .seq = seq;
     }
 
+    /// The origin scope, shared.
+    pub(crate) fn origin_arc(&self) -> Arc<ScopeInfo> {
+        self.inner.origin.clone()
+    }
+
     /// Gives the event back when it was never shared (a send that reached nobody).
     pub(crate) fn into_event(self) -> Option<E> {
         Arc::into_inner(self.inner).map(|inner| inner.event)

@@ -43,8 +43,11 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+mod pause;
+mod producer;
 mod request;
 mod scope;
+mod sent;
 mod spawn;
 mod state;
 mod stats;
@@ -54,12 +57,14 @@ mod system;
 mod topic;
 
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
-pub use error::{SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
+pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::{AnyEnvelope, Envelope};
+pub use producer::{Demand, DemandChange, Producer, RegisterOptions};
 pub use request::{
     Request, RequestError, RequestId, RequestOptions, Responder, Response, Responses,
 };
 pub use scope::{Scope, ScopeHandle, ScopeId, ScopeInfo};
+pub use sent::Sent;
 pub use spawn::TaskHandle;
 pub use state::StateError;
 pub use stats::{BusStats, TypeStats};

@@ -50,8 +50,9 @@ impl<Q> Request<Q> {
         self.id
     }
 
-    /// Answers this request on the current scope's bus as `responder`; returns how many
-    /// requesters were listening (0 if the request has already completed or timed out).
+    /// Answers this request on the current scope's bus as `responder`; returns what became of
+    /// the response ([`Sent::Delivered`](crate::Sent::Delivered)`(0)` if the request has already
+    /// completed or timed out).
     ///
     /// # Panics
     ///
@@ -61,7 +62,7 @@ impl<Q> Request<Q> {
         &self,
         responder: impl Into<Arc<str>>,
         body: R,
-    ) -> usize {
+    ) -> crate::Sent {
         ctx::send(Response {
             request: self.id,
             responder: responder.into(),

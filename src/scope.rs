@@ -44,11 +44,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::abort::{AbortNode, AbortWatch};
-use crate::bus::Bus;
-use crate::bus::TopicOf;
+use crate::bus::{Bus, BusConfig, TopicOf};
 use crate::context;
-use crate::delivery::{DropCallback, DropReport, Policy};
-use crate::error::{SendError, panic_message};
+use crate::delivery::{DropReport, Policy};
+use crate::error::{SendError, panic_message, plain_send};
+use crate::producer::Registered;
+use crate::sent::Sent;
 use crate::state::StateMap;
 use crate::stats::BusStats;
 use crate::subscription::{AnySubscription, EndReason, Endable, Item, Queue, Subscription};
@@ -123,8 +124,7 @@ pub struct Scope {
     name: Cow<'static, str>,
     isolated: bool,
     shutdown_on: Option<(Signal, Duration)>,
-    on_drop: Option<DropCallback>,
-    dead_letters: bool,
+    bus: BusConfig,
     state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
 
@@ -134,8 +134,7 @@ impl Scope {
             name,
             isolated: false,
             shutdown_on: None,
-            on_drop: None,
-            dead_letters: false,
+            bus: BusConfig::default(),
             state: Vec::new(),
         }
     }
@@ -187,7 +186,7 @@ impl Scope {
     where
         F: Fn(&DropReport) + Send + Sync + 'static,
     {
-        self.on_drop = Some(Arc::new(callback));
+        self.bus.on_drop = Some(Arc::new(callback));
         self
     }
 
@@ -197,7 +196,43 @@ impl Scope {
     ///
     /// Like [`on_drop`](Self::on_drop), only for a scope that owns its bus.
     pub fn dead_letters(mut self) -> Self {
-        self.dead_letters = true;
+        self.bus.dead_letters = true;
+        self
+    }
+
+    /// Starts the bus this scope owns paused: every send is held, in order, in a bounded buffer
+    /// ([`Sent::Held`](crate::Sent::Held)) until [`ctx::start`](crate::ctx::start) delivers the
+    /// held events to the subscriptions that exist then, before any later send. Use it to
+    /// subscribe everything first and then let events flow, with none lost in between.
+    ///
+    /// If the bus is still paused when the scope's body completes, it is started then, so held
+    /// events are delivered (and the subscriptions yield them before they end), never lost.
+    ///
+    /// Like [`on_drop`](Self::on_drop), only for a scope that owns its bus.
+    pub fn paused(mut self) -> Self {
+        self.bus.paused = true;
+        self
+    }
+
+    /// How many events the bus holds while paused (default 1000). When the buffer is full, a
+    /// plain send drops its event — counted in [`BusStats::dropped_held`], reported to the drop
+    /// callback and as an [`EventDropped`](crate::EventDropped), and returned as
+    /// [`Sent::Dropped`](crate::Sent::Dropped) — while [`ctx::send_wait`](crate::ctx::send_wait)
+    /// waits for `start()`.
+    ///
+    /// Like [`on_drop`](Self::on_drop), only for a scope that owns its bus.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0.
+    #[track_caller]
+    pub fn held_capacity(mut self, capacity: usize) -> Self {
+        assert!(
+            capacity > 0,
+            "`held_capacity` needs at least 1; a paused bus that can hold nothing would drop \
+             every send"
+        );
+        self.bus.held_capacity = capacity;
         self
     }
 
@@ -270,6 +305,8 @@ pub(crate) struct Frame {
     failed: AtomicBool,
     failure: Mutex<Option<Box<dyn Any + Send>>>,
     owned: Mutex<Owned>,
+    /// Registrations made in this scope (`producer.rs`), ended when it exits; `None` once ended.
+    registrations: Mutex<Option<Vec<Weak<dyn Registered>>>>,
     timers: Mutex<Vec<tokio::task::AbortHandle>>,
     finished: AtomicBool,
     /// Keeps every ancestor's task tracker busy while this scope or any of its tasks is alive;
@@ -300,7 +337,7 @@ impl Frame {
     fn new(
         name: Cow<'static, str>,
         isolated: bool,
-        (on_drop, dead_letters): (Option<DropCallback>, bool),
+        config: BusConfig,
         state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
         parent: Option<&Frame>,
     ) -> Self {
@@ -311,15 +348,15 @@ impl Frame {
         let (bus, owns_bus) = match parent {
             Some(parent) if !isolated => {
                 assert!(
-                    on_drop.is_none() && !dead_letters,
-                    "`Scope::on_drop` and `Scope::dead_letters` configure a bus, but scope `{}` \
-                     shares its parent's bus; set them on the root scope or make this scope \
-                     `isolated()`",
+                    config.is_default(),
+                    "`Scope::on_drop`, `dead_letters`, `paused` and `held_capacity` configure a \
+                     bus, but scope `{}` shares its parent's bus; set them on the root scope or \
+                     make this scope `isolated()`",
                     info.name
                 );
                 (parent.bus.clone(), false)
             }
-            _ => (Arc::new(Bus::new(on_drop, dead_letters)), true),
+            _ => (Arc::new(Bus::new(config)), true),
         };
         let span = match parent {
             Some(parent) => tracing::info_span!(
@@ -349,6 +386,7 @@ impl Frame {
                 subs: Vec::new(),
                 prune_at: 16,
             }),
+            registrations: Mutex::new(Some(Vec::new())),
             timers: Mutex::new(Vec::new()),
             finished: AtomicBool::new(false),
             hold: Mutex::new(parent.map(|parent| {
@@ -428,6 +466,26 @@ impl Frame {
             if let Some(sub) = sub.upgrade() {
                 sub.end_subscription(reason);
             }
+        }
+    }
+
+    /// Keeps a registration to end when the scope exits; `false` if it has already ended its
+    /// registrations.
+    pub(crate) fn own_registration(&self, registration: Weak<dyn Registered>) -> bool {
+        let mut registrations = lock(&self.registrations);
+        let Some(list) = registrations.as_mut() else {
+            return false;
+        };
+        list.retain(|r| r.strong_count() > 0);
+        list.push(registration);
+        true
+    }
+
+    /// Ends the registrations made in this scope, and refuses later ones.
+    fn end_registrations(&self, reason: EndReason) {
+        let list = lock(&self.registrations).take().unwrap_or_default();
+        for registration in list.iter().filter_map(Weak::upgrade) {
+            registration.end(reason);
         }
     }
 
@@ -523,11 +581,15 @@ impl Frame {
         self.finished.store(true, Ordering::Release);
         self.shutdown.cancel();
         self.abort.abort();
+        if self.owns_bus {
+            self.bus.start(); // held events are delivered, not lost
+        }
         self.end_subscriptions(EndReason::ScopeCancelled);
         if self.owns_bus {
             self.bus.close();
         }
         self.tasks.close();
+        self.end_registrations(EndReason::OwnerCancelled);
         self.finish();
         self.announce_stop(ScopeOutcome::Cancelled);
     }
@@ -550,18 +612,11 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         name,
         isolated,
         shutdown_on: mut signal,
-        on_drop,
-        dead_letters,
+        bus,
         state,
     } = scope;
     let parent = context::current();
-    let frame = Arc::new(Frame::new(
-        name,
-        isolated,
-        (on_drop, dead_letters),
-        state,
-        parent.as_deref(),
-    ));
+    let frame = Arc::new(Frame::new(name, isolated, bus, state, parent.as_deref()));
     drop(parent);
     let guard = scopeguard::guard(frame.clone(), |frame| frame.cancel());
     tracing::debug!(parent: &frame.span, "scope started");
@@ -603,6 +658,8 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         EndReason::ScopeFinished
     };
     if frame.owns_bus {
+        // A bus still paused delivers what it held first: those events are not lost.
+        frame.bus.start();
         // Closed before the subscriptions end, so that whoever sees its stream end also sees
         // the bus closed.
         frame.bus.mark_closed();
@@ -618,6 +675,12 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         tasks.as_mut().poll(cx)
     })
     .await;
+    // The owner's tasks have stopped: its registrations end, with the scope's outcome.
+    frame.end_registrations(if frame.has_failed() {
+        EndReason::OwnerFailed
+    } else {
+        EndReason::OwnerFinished
+    });
     frame.finish();
     scopeguard::ScopeGuard::into_inner(guard);
 
@@ -668,8 +731,13 @@ impl ScopeHandle {
 
     /// Publishes `event` on this scope's bus, from anywhere: another scope (an isolated
     /// component answering its parent), a task of another runtime, or a plain thread. The
-    /// envelope's origin is this scope. Returns how many subscriptions accepted it (0 once the
-    /// bus is closed); see [`ctx::send`](crate::ctx::send).
+    /// envelope's origin is this scope. Returns what became of it ([`Sent::Delivered`]`(0)`
+    /// once the bus is closed); see [`ctx::send`](crate::ctx::send).
+    ///
+    /// # Panics
+    ///
+    /// If `E` is owned by a [`Producer`](crate::Producer) on this bus (see
+    /// [`ctx::send`](crate::ctx::send)).
     ///
     /// ```
     /// use futures::StreamExt;
@@ -687,17 +755,37 @@ impl ScopeHandle {
     /// }).await;
     /// # }
     /// ```
-    pub fn send<E: Send + Sync + 'static>(&self, event: E) -> usize {
-        self.try_send(event).unwrap_or(0)
+    #[track_caller]
+    pub fn send<E: Send + Sync + 'static>(&self, event: E) -> Sent {
+        plain_send("ScopeHandle::send", self.try_send(event))
     }
 
     /// Publishes like [`ScopeHandle::send`], or says why it could not.
     ///
     /// # Errors
     ///
-    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) once the bus is closed.
-    pub fn try_send<E: Send + Sync + 'static>(&self, event: E) -> Result<usize, SendError<E>> {
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) once the bus is closed,
+    /// [`SendErrorKind::NotOwner`](crate::SendErrorKind::NotOwner) if `E` is owned by a
+    /// producer.
+    pub fn try_send<E: Send + Sync + 'static>(&self, event: E) -> Result<Sent, SendError<E>> {
         self.frame.bus.send(&self.frame.info, event)
+    }
+
+    /// Holds every later send on this scope's bus until [`start`](Self::start); see
+    /// [`ctx::pause`](crate::ctx::pause).
+    pub fn pause(&self) {
+        self.frame.bus.pause();
+    }
+
+    /// Delivers what the paused bus held, then lets sends through; see
+    /// [`ctx::start`](crate::ctx::start).
+    pub fn start(&self) {
+        self.frame.bus.start();
+    }
+
+    /// `true` while this scope's bus is paused.
+    pub fn is_paused(&self) -> bool {
+        self.frame.bus.is_paused()
     }
 
     /// Subscribes to `E` on this scope's bus; the subscription is owned by this scope (it ends

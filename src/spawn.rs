@@ -14,10 +14,17 @@
 //! - publishes `TaskSpawned` when spawned and exactly one of `TaskFinished`, `TaskFailed` or
 //!   `TaskCancelled` when its future is dropped (see `system.rs`).
 //!
+//! - lets a [linked](crate::SubscriptionBuilder::linked) subscription cancel the task that
+//!   polls it: while the user's future is polled, a thread-local says "inside a task"; the
+//!   subscription turns it into "cancel", and the task ends as cancelled once that poll returns
+//!   `Pending` (its future is dropped, like an abort). The previous value is restored after the
+//!   poll, so a task polled from within another poll (a nested executor) cannot leak it.
+//!
 //! Invariants: fields of `TaskFuture` drop in declaration order, so `inner` (the user's future)
 //! is dropped first, then the outcome event is published, then the tracker token and the hold
 //! are released — the scope never counts a task as finished before its outcome is out.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -105,6 +112,33 @@ impl<T> std::fmt::Debug for TaskHandle<T> {
     }
 }
 
+/// Where the current poll is, for linked subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Not inside the poll of a `ctx::spawn` task.
+    Outside,
+    /// Inside a task's poll.
+    InTask,
+    /// Inside a task's poll, and a linked subscription asked to cancel the task.
+    Cancel,
+}
+
+thread_local! {
+    static LINK: Cell<Link> = const { Cell::new(Link::Outside) };
+}
+
+/// Asks the `ctx::spawn` task being polled to end as cancelled once its poll returns `Pending`.
+/// `false` when not called from inside such a task.
+pub(crate) fn cancel_current_task() -> bool {
+    LINK.with(|link| match link.get() {
+        Link::Outside => false,
+        Link::InTask | Link::Cancel => {
+            link.set(Link::Cancel);
+            true
+        }
+    })
+}
+
 type Guarded<F> = Instrumented<TaskLocalFuture<Arc<Frame>, CatchUnwind<AssertUnwindSafe<F>>>>;
 
 /// A user future as run by a scope (see the module documentation).
@@ -128,7 +162,13 @@ impl<F: Future> Future for TaskFuture<F> {
         if this.watch.poll_aborted(cx) {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
-        Poll::Ready(match ready!(this.inner.poll(cx)) {
+        let outer = LINK.replace(Link::InTask);
+        let poll = this.inner.poll(cx);
+        let link = LINK.replace(outer);
+        if poll.is_pending() && link == Link::Cancel {
+            return Poll::Ready(Err(TaskError::Cancelled));
+        }
+        Poll::Ready(match ready!(poll) {
             Ok(value) => {
                 this.events.outcome = Some(Ok(()));
                 Ok(value)

@@ -75,6 +75,12 @@ pub struct BusStats {
     pub superseded: u64,
     /// Sends that reached no subscription, all types (including types that never had one).
     pub undelivered: u64,
+    /// Events a paused bus holds now, waiting for `start()`. They count as sent (above) only
+    /// once they are delivered.
+    pub held: usize,
+    /// Events a paused bus dropped because its held buffer was full (each also reported to the
+    /// drop callback and as an `EventDropped`).
+    pub dropped_held: u64,
 }
 
 impl BusStats {
@@ -83,11 +89,18 @@ impl BusStats {
         self.types.iter().find(|t| t.type_id == TypeId::of::<E>())
     }
 
-    pub(crate) fn new(mut types: Vec<TypeStats>, unrouted: u64) -> Self {
+    pub(crate) fn new(
+        mut types: Vec<TypeStats>,
+        unrouted: u64,
+        held: usize,
+        dropped_held: u64,
+    ) -> Self {
         types.sort_by_key(|t| t.type_name);
         let mut stats = Self {
             sent: unrouted,
             undelivered: unrouted,
+            held,
+            dropped_held,
             ..Self::default()
         };
         for t in &types {

@@ -51,6 +51,28 @@ pub enum EndReason {
     /// The bus was closed because the scope that owns it finished, or was closed already when
     /// the subscription was made.
     BusClosed,
+    /// The event type's [`Producer`](crate::Producer) was unregistered: explicitly with
+    /// [`Producer::unregister`](crate::Producer::unregister), or because its last handle was
+    /// dropped.
+    Unregistered,
+    /// The event type's owner scope (where it was registered) finished normally.
+    OwnerFinished,
+    /// The event type's owner scope failed: its body or one of its tasks panicked. Abnormal.
+    OwnerFailed,
+    /// The event type's owner scope was cancelled (its `run` future was dropped). Abnormal.
+    OwnerCancelled,
+}
+
+impl EndReason {
+    /// `true` when the producer of the events ended abnormally ([`OwnerFailed`],
+    /// [`OwnerCancelled`]): a [linked](crate::SubscriptionBuilder::linked) subscription then
+    /// cancels its consuming task instead of ending.
+    ///
+    /// [`OwnerFailed`]: EndReason::OwnerFailed
+    /// [`OwnerCancelled`]: EndReason::OwnerCancelled
+    pub fn is_abnormal(self) -> bool {
+        matches!(self, EndReason::OwnerFailed | EndReason::OwnerCancelled)
+    }
 }
 
 impl fmt::Display for EndReason {
@@ -60,6 +82,10 @@ impl fmt::Display for EndReason {
             EndReason::ScopeFailed => "its scope failed",
             EndReason::ScopeCancelled => "its scope was cancelled",
             EndReason::BusClosed => "the bus is closed",
+            EndReason::Unregistered => "its producer was unregistered",
+            EndReason::OwnerFinished => "its producer's scope finished",
+            EndReason::OwnerFailed => "its producer's scope failed",
+            EndReason::OwnerCancelled => "its producer's scope was cancelled",
         })
     }
 }
@@ -415,6 +441,10 @@ impl<T: Item> Reader<T> {
             return Poll::Ready(Some(item));
         }
         if let Some(reason) = state.end {
+            if queue.policy.linked && reason.is_abnormal() && crate::spawn::cancel_current_task() {
+                // Linked: the consuming task is cancelled rather than shown the end.
+                return Poll::Pending;
+            }
             // Events lost after the last item count as lost before the end.
             self.missed = state.gaps.drain(..).map(|(_, count)| count).sum();
             self.lost = state.lost;

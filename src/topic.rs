@@ -20,7 +20,15 @@
 //!   topic has any, its sends take the bus's order lock around the sequence number and the
 //!   whole fan-out, so every erased queue receives events in bus sequence order across types.
 //!
-//! Lock order: bus topic map (read) → topic → bus order lock → queue.
+//! - Ownership (`producer.rs`): `inner.owner` is the registration, if any; the `owner` atomic
+//!   mirrors it (written under the lock) so that every send checks it with one load. Ending a
+//!   registration ends the typed subscriptions attached at that moment (with the reason), never
+//!   the multi-type ones and taps, which span types.
+//! - Demand is the number of typed and multi-type subscriptions (taps excluded); each change
+//!   between zero and non-zero is pushed to the registration's demand watchers, under the lock,
+//!   so watchers see exactly one `Started` per 0 → 1 and one `Stopped` per → 0, in order.
+//!
+//! Lock order: bus topic map (read) → topic → bus order lock → queue; topic → demand watcher.
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
@@ -29,8 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use crate::delivery::DropLog;
-use crate::error::{SendError, SendErrorKind};
+use crate::error::{RegisterError, SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
+use crate::producer::{DemandChange, DemandQueue};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
 use crate::subscription::{EndReason, Queue};
@@ -42,6 +51,8 @@ pub(crate) struct Topic<E> {
     live: AtomicUsize,
     /// Sends that found no subscriber without taking the lock (sent and undelivered).
     unheard: AtomicU64,
+    /// The registration, mirrored from `inner.owner`: 0 if none, else `id << 1 | open`.
+    owner: AtomicU64,
 }
 
 struct TopicInner<E> {
@@ -54,6 +65,50 @@ struct TopicInner<E> {
     retained: VecDeque<Envelope<E>>,
     /// Counters of sends that reached the fan-out (see `stats.rs`).
     counts: Counts,
+    /// The registration that owns the type, if any.
+    owner: Option<Owner>,
+    /// Demand as last computed (see the module invariants).
+    demand: usize,
+}
+
+/// A registration of the type (`producer.rs`).
+struct Owner {
+    id: u64,
+    scope: Arc<ScopeInfo>,
+    /// The registration set the retention (catch-up): reset when it ends.
+    catch_up: bool,
+    watchers: Vec<Arc<DemandQueue>>,
+}
+
+/// Who is sending: anyone (a plain send), a producer, or a paused bus delivering what it held
+/// (checked when it was held).
+#[derive(Clone, Copy)]
+pub(crate) enum Sender {
+    Anyone,
+    Producer(u64),
+    Held,
+}
+
+/// What a send carries: a new event, or an envelope a paused bus held (stamped when sent).
+pub(crate) enum Payload<E> {
+    Event(E),
+    Held(Envelope<E>),
+}
+
+impl<E> Payload<E> {
+    fn into_envelope(self, origin: &Arc<ScopeInfo>) -> Envelope<E> {
+        match self {
+            Payload::Event(event) => Envelope::new(event, origin.clone()),
+            Payload::Held(envelope) => envelope,
+        }
+    }
+
+    pub(crate) fn into_event(self) -> E {
+        match self {
+            Payload::Event(event) => event,
+            Payload::Held(envelope) => envelope.into_event().expect("a held envelope is unshared"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -68,8 +123,8 @@ struct Counts {
 
 /// Why a topic did not send.
 pub(crate) enum Full<E> {
-    /// Closed (any send).
-    Closed(SendError<E>),
+    /// Refused: closed, not the owner, or unregistered.
+    Refused(SendError<E>),
     /// `send_wait` only: a `Wait` subscription is full; the waker is registered.
     Wait(E),
 }
@@ -79,7 +134,7 @@ pub(crate) enum Full<E> {
 pub(crate) enum Unsent<E> {
     Nothing,
     /// Nobody was subscribed.
-    Event(E),
+    Payload(Payload<E>),
     /// The sender's own handle; the last one if no queue accepted the event.
     Envelope(Envelope<E>),
 }
@@ -105,9 +160,23 @@ impl<E: Send + Sync + 'static> Topic<E> {
                 retention: 0,
                 retained: VecDeque::new(),
                 counts: Counts::default(),
+                owner: None,
+                demand: 0,
             }),
             live: AtomicUsize::new(0),
             unheard: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    /// Why `sender` may not send this type now, if it may not.
+    #[inline]
+    pub(crate) fn refuses(&self, sender: Sender) -> Option<SendErrorKind> {
+        let owner = self.owner.load(Ordering::Acquire);
+        match sender {
+            Sender::Anyone => (owner != 0 && owner & 1 == 0).then_some(SendErrorKind::NotOwner),
+            Sender::Producer(id) => (owner >> 1 != id).then_some(SendErrorKind::Unregistered),
+            Sender::Held => None,
         }
     }
 
@@ -120,27 +189,47 @@ impl<E: Send + Sync + 'static> Topic<E> {
     /// subscription has room — checked in the same critical section as the fan-out, so no other
     /// send can take that room first. Otherwise the waker is registered with the full
     /// subscriptions and the event comes back as `Err(Full)`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one internal call site per send form"
+    )]
     pub(crate) fn send(
         &self,
         next_seq: impl FnOnce() -> u64,
         origin: &Arc<ScopeInfo>,
-        event: E,
+        payload: Payload<E>,
+        sender: Sender,
         drops: &mut DropLog,
         wait: Option<&Waker>,
         order: &Mutex<()>,
     ) -> (Result<usize, Full<E>>, Unsent<E>) {
+        if let Some(kind) = self.refuses(sender) {
+            let error = SendError::new(kind, payload.into_event());
+            return (Err(Full::Refused(error)), Unsent::Nothing);
+        }
         if self.live.load(Ordering::Acquire) == 0 {
             self.unheard.fetch_add(1, Ordering::Relaxed);
-            return (Ok(0), Unsent::Event(event));
+            return (Ok(0), Unsent::Payload(payload));
         }
-        let mut envelope = Envelope::new(event, origin.clone());
+        let mut envelope = payload.into_envelope(origin);
         let mut wakers = WakeList::new();
         let mut inner = lock(&self.inner);
-        if inner.closed {
+        // A producer's registration may have ended since the check above: checked again here,
+        // where it cannot change, so nothing is delivered after the end.
+        let refused = if inner.closed {
+            Some(SendErrorKind::Closed)
+        } else if let Sender::Producer(id) = sender
+            && inner.owner.as_ref().is_none_or(|owner| owner.id != id)
+        {
+            Some(SendErrorKind::Unregistered)
+        } else {
+            None
+        };
+        if let Some(kind) = refused {
             drop(inner);
             let event = envelope.into_event().expect("envelope not shared");
             return (
-                Err(Full::Closed(SendError::new(SendErrorKind::Closed, event))),
+                Err(Full::Refused(SendError::new(kind, event))),
                 Unsent::Nothing,
             );
         }
@@ -201,14 +290,106 @@ impl<E: Send + Sync + 'static> Topic<E> {
         if inner.closed {
             return false;
         }
-        if queue.policy.replay {
+        let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
+        if queue.policy.replay || catch_up {
             queue.preload(inner.retained.iter());
         }
         let me: Arc<dyn AnyTopic> = self.clone();
         queue.attached_to(Arc::downgrade(&me));
         inner.subs.push(queue);
-        self.update_live(&inner);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
         true
+    }
+
+    /// Makes the type owned by registration `id`, from `scope`, keeping the last `retain`
+    /// events for new subscribers (catch-up) if `retain > 0`.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        open: bool,
+        retain: usize,
+        scope: &Arc<ScopeInfo>,
+    ) -> Result<(), RegisterError> {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Err(RegisterError::Closed);
+        }
+        if let Some(owner) = &inner.owner {
+            return Err(RegisterError::Taken {
+                owner: owner.scope.clone(),
+            });
+        }
+        inner.owner = Some(Owner {
+            id,
+            scope: scope.clone(),
+            catch_up: retain > 0,
+            watchers: Vec::new(),
+        });
+        if retain > 0 {
+            inner.retention = retain;
+        }
+        self.owner
+            .store(id << 1 | u64::from(open), Ordering::Release);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
+        Ok(())
+    }
+
+    /// Ends registration `id` (if it is still the owner): the typed subscriptions attached now
+    /// end with `reason` after yielding what they hold, the demand watchers end, catch-up
+    /// retention is dropped. The type can then be registered again.
+    pub(crate) fn end_registration(&self, id: u64, reason: EndReason) {
+        let mut inner = lock(&self.inner);
+        if inner.owner.as_ref().is_none_or(|owner| owner.id != id) {
+            return;
+        }
+        let owner = inner.owner.take().expect("checked");
+        self.owner.store(0, Ordering::Release);
+        let mut retained = VecDeque::new();
+        if owner.catch_up {
+            inner.retention = 0;
+            retained = std::mem::take(&mut inner.retained);
+        }
+        let subs = std::mem::take(&mut inner.subs);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        // No lock held from here: payloads may be dropped, wakers woken.
+        wake(wakers);
+        drop(retained);
+        for queue in subs {
+            queue.end(reason);
+        }
+        for watcher in owner.watchers {
+            watcher.end();
+        }
+    }
+
+    /// Whether registration `id` still owns the type.
+    pub(crate) fn is_owned_by(&self, id: u64) -> bool {
+        self.owner.load(Ordering::Acquire) >> 1 == id
+    }
+
+    /// The demand now (typed and multi-type subscriptions, not taps).
+    pub(crate) fn demand(&self) -> usize {
+        lock(&self.inner).demand
+    }
+
+    /// A new demand watcher of registration `id`, told `Started` at once if there is demand
+    /// now; `None` if the registration has ended.
+    pub(crate) fn watch_demand(&self, id: u64) -> Option<Arc<DemandQueue>> {
+        let mut inner = lock(&self.inner);
+        let demand = inner.demand;
+        let owner = inner.owner.as_mut().filter(|owner| owner.id == id)?;
+        let watcher = Arc::new(DemandQueue::new());
+        if demand > 0 {
+            drop(watcher.push(DemandChange::Started)); // nobody is waiting on it yet
+        }
+        owner.watchers.retain(|w| Arc::strong_count(w) > 1);
+        owner.watchers.push(watcher.clone());
+        Some(watcher)
     }
 
     /// Sets how many recent events the topic keeps for replay. Returns what no longer fits, to
@@ -218,13 +399,38 @@ impl<E: Send + Sync + 'static> Topic<E> {
         inner.retention = retention;
         let excess = inner.retained.len().saturating_sub(retention);
         let evicted = inner.retained.drain(..excess).collect();
-        self.update_live(&inner);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
         evicted
     }
 
-    fn update_live(&self, inner: &TopicInner<E>) {
+    /// Updates `live` and the demand; returns the demand watchers to wake (after the lock).
+    fn update_live(&self, inner: &mut TopicInner<E>) -> Vec<Waker> {
         let live = inner.subs.len() + inner.erased.len() + usize::from(inner.retention > 0);
         self.live.store(live, Ordering::Release);
+        let taps = inner.erased.iter().filter(|q| q.policy.tap).count();
+        let demand = inner.subs.len() + inner.erased.len() - taps;
+        let before = std::mem::replace(&mut inner.demand, demand);
+        let change = match (before, demand) {
+            (0, 1..) => DemandChange::Started,
+            (1.., 0) => DemandChange::Stopped,
+            _ => return Vec::new(),
+        };
+        match &inner.owner {
+            Some(owner) => owner
+                .watchers
+                .iter()
+                .filter_map(|watcher| watcher.push(change))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn wake(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
     }
 }
 
@@ -235,8 +441,9 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let erased = inner.erased.iter().position(|queue| queue.id == id);
         let removed_typed = typed.map(|index| inner.subs.swap_remove(index));
         let removed_erased = erased.map(|index| inner.erased.swap_remove(index));
-        self.update_live(&inner);
+        let wakers = self.update_live(&mut inner);
         drop(inner);
+        wake(wakers);
         // Dropped with no lock held: the last handle may free queued payloads.
         drop((removed_typed, removed_erased));
     }
@@ -258,7 +465,9 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let me: Arc<dyn AnyTopic> = self.clone();
         queue.attached_to(Arc::downgrade(&me));
         inner.erased.push(queue.clone());
-        self.update_live(&inner);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
         true
     }
 
@@ -287,9 +496,19 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let erased = std::mem::take(&mut inner.erased);
         let retained = std::mem::take(&mut inner.retained);
         inner.retention = 0;
-        self.update_live(&inner);
+        // The demand watchers end with the topic (their producer can no longer send).
+        let watchers = inner
+            .owner
+            .as_mut()
+            .map(|owner| std::mem::take(&mut owner.watchers))
+            .unwrap_or_default();
+        let wakers = self.update_live(&mut inner);
         drop(inner);
+        wake(wakers);
         drop(retained);
+        for watcher in watchers {
+            watcher.end();
+        }
         for queue in subs {
             queue.end(reason);
         }

@@ -63,7 +63,11 @@ fn nested_scopes_share_the_bus_both_ways() {
                 let inner_seen = ctx::scope("child")
                     .run(async {
                         let mut inner = ctx::subscribe::<Msg>();
-                        assert_eq!(ctx::send(Msg(1)), 2, "child send reaches parent and child");
+                        assert_eq!(
+                            ctx::send(Msg(1)).delivered(),
+                            2,
+                            "child send reaches parent and child"
+                        );
                         // Events sent by the parent's code reach the child's subscription.
                         ctx::scope("grandchild")
                             .run(async { ctx::send(Msg(2)) })
@@ -98,12 +102,12 @@ fn isolated_scopes_are_separate_both_ways() {
                     .isolated()
                     .run(async {
                         let mut inner = ctx::subscribe::<Msg>();
-                        assert_eq!(ctx::send(Msg(1)), 1, "only the isolated bus");
+                        assert_eq!(ctx::send(Msg(1)).delivered(), 1, "only the isolated bus");
                         // A scope nested in the isolated one shares the isolated bus.
                         let nested = ctx::scope("nested")
                             .run(async {
                                 let mut nested = ctx::subscribe::<Msg>();
-                                assert_eq!(ctx::send(Msg(2)), 2);
+                                assert_eq!(ctx::send(Msg(2)).delivered(), 2);
                                 values(drain(&mut nested))
                             })
                             .await;
@@ -120,12 +124,16 @@ fn isolated_scopes_are_separate_both_ways() {
                     .run(async {
                         let mut inner = ctx::subscribe::<Msg>();
                         let parent_send = ctx::spawn(async { ctx::send(Msg(9)) });
-                        assert_eq!(parent_send.await.unwrap(), 1, "only the task's own bus");
+                        assert_eq!(
+                            parent_send.await.unwrap().delivered(),
+                            1,
+                            "only the task's own bus"
+                        );
                         values(drain(&mut inner))
                     })
                     .await;
                 assert_eq!(seen, vec![9], "the task runs in the isolated scope");
-                assert_eq!(ctx::send(Msg(10)), 1);
+                assert_eq!(ctx::send(Msg(10)).delivered(), 1);
                 assert_eq!(values(drain(&mut outer)), vec![10]);
             })
             .await;
@@ -144,10 +152,14 @@ fn routing_is_by_exact_type() {
                 let mut small = ctx::subscribe::<Wrapper<u32>>();
                 let mut big = ctx::subscribe::<Wrapper<u64>>();
                 let mut alias = ctx::subscribe::<Alias>();
-                assert_eq!(ctx::send(Wrapper(1u32)), 2, "Wrapper<u32> and its alias");
-                assert_eq!(ctx::send(Wrapper(2u64)), 1);
                 assert_eq!(
-                    ctx::send(Wrapper(3u16)),
+                    ctx::send(Wrapper(1u32)).delivered(),
+                    2,
+                    "Wrapper<u32> and its alias"
+                );
+                assert_eq!(ctx::send(Wrapper(2u64)).delivered(), 1);
+                assert_eq!(
+                    ctx::send(Wrapper(3u16)).delivered(),
                     0,
                     "nobody listens to Wrapper<u16>"
                 );
@@ -170,13 +182,13 @@ fn fan_out_counts_and_shares_one_allocation() {
     both(|| async {
         ctx::scope("fanout")
             .run(async {
-                assert_eq!(ctx::send(Msg(0)), 0);
+                assert_eq!(ctx::send(Msg(0)).delivered(), 0);
                 let mut subs: Vec<_> = (0..5).map(|_| ctx::subscribe::<Msg>()).collect();
-                assert_eq!(ctx::send(Msg(1)), 5);
+                assert_eq!(ctx::send(Msg(1)).delivered(), 5);
                 let dropped = subs.pop().unwrap();
                 drop(dropped);
                 assert_eq!(
-                    ctx::send(Msg(2)),
+                    ctx::send(Msg(2)).delivered(),
                     4,
                     "a dropped subscription is no longer counted"
                 );
@@ -226,7 +238,8 @@ fn events_need_neither_clone_nor_debug() {
                     ctx::send(Opaque {
                         value: 5,
                         _pin: std::marker::PhantomPinned
-                    }),
+                    })
+                    .delivered(),
                     2
                 );
                 assert_eq!(a.next().await.unwrap().value, 5);
@@ -256,7 +269,7 @@ fn slow_subscriber_gets_100k_events_in_order() {
                     expected
                 });
                 for i in 0..100_000u64 {
-                    assert_eq!(ctx::send(i), 1);
+                    assert_eq!(ctx::send(i).delivered(), 1);
                 }
                 reader
             })
@@ -321,7 +334,7 @@ fn four_producers_four_subscribers_one_order() {
                                 tokio::task::yield_now().await;
                             }
                             for n in 0..PER_PRODUCER {
-                                assert_eq!(ctx::send(Tagged { producer, n }), 4);
+                                assert_eq!(ctx::send(Tagged { producer, n }).delivered(), 4);
                                 if n % 256 == 255 {
                                     tokio::task::yield_now().await;
                                 }
@@ -371,15 +384,15 @@ fn a_scope_handle_reaches_its_bus_from_an_isolated_scope_and_a_thread() {
                         // Subscribe on the parent's bus from inside the isolated scope.
                         let mut requests = app.subscribe::<u64>();
                         let mut inner = ctx::subscribe::<Msg>();
-                        assert_eq!(app.send(7u64), 1);
+                        assert_eq!(app.send(7u64).delivered(), 1);
                         assert_eq!(*requests.next().await.unwrap(), 7);
                         // Answer on the parent's bus; the isolated bus does not see it.
-                        assert_eq!(app.send(Msg(8)), 1);
+                        assert_eq!(app.send(Msg(8)).delivered(), 1);
                         let thread_app = app.clone();
                         let sent = std::thread::spawn(move || thread_app.send(Msg(9)))
                             .join()
                             .unwrap();
-                        assert_eq!(sent, 1);
+                        assert_eq!(sent.delivered(), 1);
                         values(drain(&mut inner))
                     })
                     .await;
@@ -399,7 +412,7 @@ fn a_scope_handle_reaches_its_bus_from_an_isolated_scope_and_a_thread() {
             app.try_send(Msg(1)).unwrap_err().kind(),
             scopebus::SendErrorKind::Closed
         );
-        assert_eq!(app.send(Msg(1)), 0);
+        assert_eq!(app.send(Msg(1)).delivered(), 0);
         let mut late = app.subscribe::<Msg>();
         assert!(late.next().await.is_none());
     });
@@ -422,13 +435,13 @@ fn an_event_dropped_undelivered_may_use_the_bus_in_its_drop() {
         ctx::scope("drop-reentry")
             .run(async {
                 // No topic for the type yet: dropped at once.
-                assert_eq!(ctx::send(SubscribesOnDrop::<1>), 0);
+                assert_eq!(ctx::send(SubscribesOnDrop::<1>).delivered(), 0);
                 // A topic with no subscriber left.
                 drop(ctx::subscribe::<SubscribesOnDrop<2>>());
-                assert_eq!(ctx::send(SubscribesOnDrop::<2>), 0);
+                assert_eq!(ctx::send(SubscribesOnDrop::<2>).delivered(), 0);
                 // Delivered, then dropped by the reader.
                 let mut sub = ctx::subscribe::<SubscribesOnDrop<3>>();
-                assert_eq!(ctx::send(SubscribesOnDrop::<3>), 1);
+                assert_eq!(ctx::send(SubscribesOnDrop::<3>).delivered(), 1);
                 drop(sub.next().await);
             })
             .await;

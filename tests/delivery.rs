@@ -71,7 +71,7 @@ fn critical_capacity_one_counts_nine_drops_and_nine_callbacks() {
                     .subscribe();
                 let mut counts = Vec::new();
                 for i in 0..10 {
-                    counts.push(ctx::send(Ev(i)));
+                    counts.push(ctx::send(Ev(i)).delivered());
                 }
                 assert_eq!(
                     counts,
@@ -105,7 +105,7 @@ fn drop_oldest_keeps_the_newest_and_marks_the_gap() {
                     .subscribe();
                 for i in 0..10 {
                     assert_eq!(
-                        ctx::send(Ev(i)),
+                        ctx::send(Ev(i)).delivered(),
                         1,
                         "drop-oldest always queues the new event"
                     );
@@ -305,7 +305,7 @@ fn named_subscriptions_on_a_handle() {
                     .name("audit")
                     .subscribe_on(&handle);
                 assert_eq!(sub.name(), Some("audit"));
-                assert_eq!(ctx::send(Ev(1)), 1);
+                assert_eq!(ctx::send(Ev(1)).delivered(), 1);
             })
             .await;
     });
@@ -381,7 +381,11 @@ fn replay_gives_the_last_n_then_live_events() {
             .run(async {
                 ctx::retain::<Ev>(2);
                 for i in 0..3 {
-                    assert_eq!(ctx::send(Ev(i)), 0, "retained, but no subscription reached");
+                    assert_eq!(
+                        ctx::send(Ev(i)).delivered(),
+                        0,
+                        "retained, but no subscription reached"
+                    );
                 }
                 assert_eq!(ctx::stats().of::<Ev>().unwrap().retained, 2);
                 let mut late = ctx::subscription::<Ev>().replay().subscribe();
@@ -506,8 +510,12 @@ fn plain_send_on_a_full_wait_subscription_drops_and_reports() {
                     .bounded(1, Overflow::Wait)
                     .name("writer")
                     .subscribe();
-                assert_eq!(ctx::send(Ev(1)), 1);
-                assert_eq!(ctx::send(Ev(2)), 0, "send cannot wait: dropped, counted");
+                assert_eq!(ctx::send(Ev(1)).delivered(), 1);
+                assert_eq!(
+                    ctx::send(Ev(2)).delivered(),
+                    0,
+                    "send cannot wait: dropped, counted"
+                );
                 assert_eq!(sub.try_next().unwrap().0, 1);
                 ctx::send(Ev(3));
                 assert_eq!(sub.try_next().unwrap().0, 3);
@@ -547,7 +555,7 @@ fn send_wait_is_cancel_safe() {
     });
 }
 
-type Waiter = scopebus::TaskHandle<Result<usize, scopebus::SendError<Ev>>>;
+type Waiter = scopebus::TaskHandle<Result<scopebus::Sent, scopebus::SendError<Ev>>>;
 
 /// In a scope: a full `Wait` subscription of capacity 1, and a task waiting to send `Ev(2)`.
 async fn full_wait_subscription_with_a_waiter() -> (scopebus::Subscription<Ev>, Waiter) {
@@ -590,7 +598,7 @@ fn dropping_a_full_wait_subscription_releases_waiting_senders() {
                 drop(sub); // the only reader goes away
                 assert_eq!(
                     waiter.await.unwrap().unwrap(),
-                    0,
+                    scopebus::Sent::Delivered(0),
                     "released, nobody to deliver to"
                 );
             })

@@ -100,7 +100,11 @@ fn bus_is_closed_after_the_body_returns() {
                     while watch.next().await.is_some() {}
                     let send = ctx::try_send(Job(1)).map_err(|e| e.kind());
                     let plain = ctx::send(Job(2));
-                    assert_eq!(plain, 0, "plain send on a closed bus delivers nothing");
+                    assert_eq!(
+                        plain.delivered(),
+                        0,
+                        "plain send on a closed bus delivers nothing"
+                    );
                     let mut late = ctx::subscribe::<Job>();
                     assert!(
                         late.next().await.is_none(),
@@ -137,7 +141,10 @@ fn nested_scope_subscriptions_end_with_the_nested_scope() {
                     .await;
                 let mut child_sub = child_sub;
                 // The parent's bus is still open...
-                assert_eq!(ctx::try_send(Job(2)).map_err(|e| e.kind()), Ok(0));
+                assert_eq!(
+                    ctx::try_send(Job(2)).map_err(|e| e.kind()),
+                    Ok(scopebus::Sent::Delivered(0))
+                );
                 // ...but the child's subscription yields what it held, then ends.
                 assert_eq!(child_sub.next().await.unwrap().0, 1);
                 assert!(child_sub.next().await.is_none());

@@ -24,9 +24,9 @@ fn a_multi_type_subscription_gets_its_types_only_in_send_order() {
             .run(async {
                 let mut ab = ctx::subscribe_many().with::<A>().with::<B>().subscribe();
                 let mut typed = ctx::subscribe::<A>();
-                assert_eq!(ctx::send(A(1)), 2);
-                assert_eq!(ctx::send(C(2)), 0, "C is not in the set");
-                assert_eq!(ctx::send(B(3)), 1);
+                assert_eq!(ctx::send(A(1)).delivered(), 2);
+                assert_eq!(ctx::send(C(2)).delivered(), 0, "C is not in the set");
+                assert_eq!(ctx::send(B(3)).delivered(), 1);
                 ctx::send(A(4));
                 let got = ab.drain();
                 let described: Vec<String> = got
@@ -149,9 +149,13 @@ fn multi_type_subscriptions_end_with_their_scope_and_detach_when_dropped() {
             .run(async move {
                 let ab = ctx::subscribe_many().with::<A>().with::<B>().subscribe();
                 let tap = ctx::tap().subscribe();
-                assert_eq!(ctx::send(A(1)), 2);
+                assert_eq!(ctx::send(A(1)).delivered(), 2);
                 drop(tap);
-                assert_eq!(ctx::send(A(2)), 1, "a dropped tap no longer counts");
+                assert_eq!(
+                    ctx::send(A(2)).delivered(),
+                    1,
+                    "a dropped tap no longer counts"
+                );
                 tx.send(ab).unwrap();
             })
             .await;
