@@ -136,6 +136,14 @@ impl Bus {
         self.send_as(origin, event, Sender::Anyone, None)
     }
 
+    /// Publishes a system event (`system.rs`) on behalf of the library. While the bus is paused,
+    /// it is held only if its type has a topic (someone subscribed to it or taps the bus):
+    /// otherwise it could only be undelivered, and holding it would take room from the user's
+    /// events.
+    pub(crate) fn publish<E: Send + Sync + 'static>(&self, origin: &Arc<ScopeInfo>, event: E) {
+        let _ = self.send_as(origin, event, Sender::Library, None);
+    }
+
     /// Publishes `event` as `sender`; `topic` is the type's topic when the caller has it (a
     /// producer), saving the map lookup.
     pub(crate) fn send_as<E: Send + Sync + 'static>(
@@ -176,7 +184,7 @@ impl Bus {
         if self.is_closed() {
             return Err(Full::Refused(SendError::new(SendErrorKind::Closed, event)));
         }
-        let event = if self.pause.is_gated() {
+        let event = if self.pause.is_gated() && self.holds(sender, topic) {
             if let Some(kind) = self.refuses(sender, topic) {
                 return Err(Full::Refused(SendError::new(kind, event)));
             }
@@ -185,8 +193,9 @@ impl Bus {
                 Hold::Held => return Ok(Sent::Held),
                 Hold::Full(event) => return Err(Full::Wait(event)),
                 Hold::Dropped(report) => {
-                    let publish = TypeId::of::<E>() != TypeId::of::<EventDropped>();
-                    self.report(report, origin, publish);
+                    // Not published as `EventDropped`: on a paused bus with a full buffer, it
+                    // could only be dropped too.
+                    self.report(report, origin, false);
                     return Ok(Sent::Dropped);
                 }
             }
@@ -195,6 +204,23 @@ impl Bus {
         };
         self.route(origin, Payload::Event(event), wait, sender, topic)
             .map(Sent::Delivered)
+    }
+
+    /// Whether a paused bus holds this send (see [`publish`](Self::publish)).
+    fn holds<E: Send + Sync + 'static>(
+        &self,
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> bool {
+        if !matches!(sender, Sender::Library) || topic.is_some() {
+            return true;
+        }
+        self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() != 0
+            && self
+                .topics
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&TypeId::of::<E>())
     }
 
     /// Why `sender` may not send `E` now (checked before a paused bus holds the event).
@@ -284,7 +310,7 @@ impl Bus {
     }
 
     fn dead_letter<E: 'static>(&self, origin: &Arc<ScopeInfo>) {
-        let _ = self.send(
+        self.publish(
             origin,
             DeadLetter {
                 event_type: std::any::type_name::<E>(),
@@ -308,7 +334,7 @@ impl Bus {
             callback(&report);
         }
         if publish {
-            let _ = self.send(origin, EventDropped { report });
+            self.publish(origin, EventDropped { report });
         }
     }
 

@@ -6,9 +6,11 @@
 //! owner scope keeps a weak reference and ends the registration when it exits.
 //!
 //! Invariants:
-//! - A registration ends once, with the first reason: `unregister()`, the last handle dropped
-//!   (`Unregistered`), or the owner scope's exit (`OwnerFinished`, `OwnerFailed`,
-//!   `OwnerCancelled`). After that every handle's send fails with `Unregistered` and the type
+//! - A registration ends once, with the first reason: `unregister()` (`Unregistered`), the last
+//!   handle dropped (`Unregistered`, or `OwnerFailed` / `OwnerCancelled` if the owner scope is
+//!   failing or being cancelled then, or a panic is unwinding — a producer dropped by a crash
+//!   reports the crash), or the
+//!   owner scope's exit (`OwnerFinished`, `OwnerFailed`, `OwnerCancelled`). After that every handle's send fails with `Unregistered` and the type
 //!   can be registered again.
 //! - Producer sends carry the owner scope as their origin, whichever clone sent: subscribers
 //!   cannot tell delegates apart.
@@ -25,7 +27,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
@@ -87,6 +89,8 @@ struct Registration<E: Send + Sync + 'static> {
     bus: Arc<Bus>,
     topic: Arc<Topic<E>>,
     owner: Arc<ScopeInfo>,
+    /// The owner scope, to tell a plain unregister from a producer dropped by a crash.
+    frame: Weak<Frame>,
 }
 
 impl<E: Send + Sync + 'static> Registered for Registration<E> {
@@ -97,14 +101,17 @@ impl<E: Send + Sync + 'static> Registered for Registration<E> {
 
 impl<E: Send + Sync + 'static> Drop for Registration<E> {
     fn drop(&mut self) {
-        self.topic
-            .end_registration(self.id, EndReason::Unregistered);
+        let reason = self
+            .frame
+            .upgrade()
+            .map_or(EndReason::Unregistered, |frame| frame.unregister_reason());
+        self.topic.end_registration(self.id, reason);
     }
 }
 
 /// Registers `E` as owned on `frame`'s bus (see [`ctx::register`](crate::ctx::register)).
 pub(crate) fn register<E: Send + Sync + 'static>(
-    frame: &Frame,
+    frame: &Arc<Frame>,
     options: RegisterOptions,
 ) -> Result<Producer<E>, RegisterError> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -116,6 +123,7 @@ pub(crate) fn register<E: Send + Sync + 'static>(
         bus: frame.bus.clone(),
         topic,
         owner: frame.info.clone(),
+        frame: Arc::downgrade(frame),
     });
     let weak = Arc::downgrade(&registration);
     if !frame.own_registration(weak) {
@@ -135,7 +143,9 @@ pub(crate) fn register<E: Send + Sync + 'static>(
 /// The registration ends, and every subscription of `E` attached then yields what it holds and
 /// ends with a reason, when
 /// - [`unregister`](Producer::unregister) is called, or the last handle is dropped
-///   ([`EndReason::Unregistered`]);
+///   ([`EndReason::Unregistered`] — but if a panic is unwinding, or the owner scope is failing
+///   or being cancelled, when the last handle goes, [`OwnerFailed`](EndReason::OwnerFailed) or
+///   [`OwnerCancelled`](EndReason::OwnerCancelled): a producer dropped by a crash reports it);
 /// - the owner scope (where `register` was called) exits, after its tasks have stopped
 ///   ([`EndReason::OwnerFinished`], [`OwnerFailed`](EndReason::OwnerFailed),
 ///   [`OwnerCancelled`](EndReason::OwnerCancelled)).

@@ -216,9 +216,11 @@ impl Scope {
 
     /// How many events the bus holds while paused (default 1000). When the buffer is full, a
     /// plain send drops its event — counted in [`BusStats::dropped_held`], reported to the drop
-    /// callback and as an [`EventDropped`](crate::EventDropped), and returned as
-    /// [`Sent::Dropped`](crate::Sent::Dropped) — while [`ctx::send_wait`](crate::ctx::send_wait)
-    /// waits for `start()`.
+    /// callback and returned as [`Sent::Dropped`](crate::Sent::Dropped) — while
+    /// [`ctx::send_wait`](crate::ctx::send_wait) waits for `start()`.
+    ///
+    /// The library's own system events (`TaskSpawned`, ...) take room in the buffer only when
+    /// someone subscribed to their type; a dropped `EventDropped` is counted like any event.
     ///
     /// Like [`on_drop`](Self::on_drop), only for a scope that owns its bus.
     ///
@@ -303,6 +305,8 @@ pub(crate) struct Frame {
     pub(crate) abort: Arc<AbortNode>,
     pub(crate) span: tracing::Span,
     failed: AtomicBool,
+    /// The `run` future is being dropped (set before the body is dropped).
+    cancelling: AtomicBool,
     failure: Mutex<Option<Box<dyn Any + Send>>>,
     owned: Mutex<Owned>,
     /// Registrations made in this scope (`producer.rs`), ended when it exits; `None` once ended.
@@ -380,6 +384,7 @@ impl Frame {
             abort: parent.map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
             span,
             failed: AtomicBool::new(false),
+            cancelling: AtomicBool::new(false),
             failure: Mutex::new(None),
             owned: Mutex::new(Owned {
                 ended: None,
@@ -505,6 +510,20 @@ impl Frame {
         self.abort.abort();
     }
 
+    /// How a registration of this scope ends when its last handle is dropped now: a producer
+    /// dropped because its owner failed or is being cancelled reports that, not a plain
+    /// unregister.
+    pub(crate) fn unregister_reason(&self) -> EndReason {
+        // Dropped by a panic unwinding (before the scope has even recorded it), or after it.
+        if self.has_failed() || std::thread::panicking() {
+            EndReason::OwnerFailed
+        } else if self.cancelling.load(Ordering::Acquire) {
+            EndReason::OwnerCancelled
+        } else {
+            EndReason::Unregistered
+        }
+    }
+
     pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
@@ -550,7 +569,7 @@ impl Frame {
     /// Publishes `ScopeStarted` on the parent's bus.
     fn announce_start(&self) {
         if let Some((bus, parent)) = &self.parent {
-            let _ = bus.send(
+            bus.publish(
                 &self.info,
                 ScopeStarted {
                     scope: self.info.clone(),
@@ -564,7 +583,7 @@ impl Frame {
     /// Publishes `ScopeStopped` on the parent's bus.
     fn announce_stop(&self, outcome: ScopeOutcome) {
         if let Some((bus, _)) = &self.parent {
-            let _ = bus.send(
+            bus.publish(
                 &self.info,
                 ScopeStopped {
                     scope: self.info.clone(),
@@ -579,6 +598,7 @@ impl Frame {
         tracing::debug!(parent: &self.span, "scope cancelled: its run future was dropped");
         // First, so that `Drop` code of the tasks being aborted cannot start new ones.
         self.finished.store(true, Ordering::Release);
+        self.cancelling.store(true, Ordering::Release);
         self.shutdown.cancel();
         self.abort.abort();
         if self.owns_bus {
@@ -627,6 +647,11 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         context::scoped(frame.clone(), AssertUnwindSafe(body).catch_unwind())
             .instrument(frame.span.clone())
     ));
+    // Dropped before the body if the `run` future is dropped while the body is alive: the
+    // body's `Drop` code (a producer going away) then sees the scope as cancelled.
+    let body_dropped_early = scopeguard::guard(frame.clone(), |frame| {
+        frame.cancelling.store(true, Ordering::Release);
+    });
     let mut watch = AbortWatch::new(frame.abort.clone());
     let outcome = poll_fn(|cx| {
         poll_signal(&mut signal, &frame, cx);
@@ -649,6 +674,7 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         None => None,
     };
     // Drop a cancelled body now, with its scope still current for its `Drop` code.
+    scopeguard::ScopeGuard::into_inner(body_dropped_early);
     body.set(None);
 
     // Exit order: subscriptions, bus, tasks.

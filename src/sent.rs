@@ -34,8 +34,9 @@ pub enum Sent {
     /// delivered by `start()` to the subscriptions that exist then.
     Held,
     /// The bus is paused and its held buffer is full: the event was dropped, counted
-    /// (`BusStats::dropped_held`) and reported to the drop callback and as an `EventDropped`.
-    /// Use `send_wait` to wait for room instead.
+    /// (`BusStats::dropped_held`) and reported to the bus's drop callback. (Not as an
+    /// `EventDropped` event: the paused, full bus would drop that too.) Use `send_wait` to wait
+    /// for room instead.
     Dropped,
 }
 

@@ -196,22 +196,18 @@ impl Drop for TaskEvents {
     fn drop(&mut self) {
         let (bus, scope, task) = (&self.frame.bus, self.frame.info.clone(), self.task);
         let origin = &self.frame.info;
-        let _ = match self.outcome.take() {
-            Some(Ok(())) => bus.send(origin, TaskFinished { scope, task }).map_err(drop),
-            Some(Err(message)) => bus
-                .send(
-                    origin,
-                    TaskFailed {
-                        scope,
-                        task,
-                        message,
-                    },
-                )
-                .map_err(drop),
-            None => bus
-                .send(origin, TaskCancelled { scope, task })
-                .map_err(drop),
-        };
+        match self.outcome.take() {
+            Some(Ok(())) => bus.publish(origin, TaskFinished { scope, task }),
+            Some(Err(message)) => bus.publish(
+                origin,
+                TaskFailed {
+                    scope,
+                    task,
+                    message,
+                },
+            ),
+            None => bus.publish(origin, TaskCancelled { scope, task }),
+        }
     }
 }
 
@@ -229,7 +225,7 @@ where
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
     let task = TaskId::next();
-    let _ = frame.bus.send(
+    frame.bus.publish(
         &frame.info,
         TaskSpawned {
             scope: frame.info.clone(),

@@ -79,7 +79,7 @@ pub struct BusStats {
     /// once they are delivered.
     pub held: usize,
     /// Events a paused bus dropped because its held buffer was full (each also reported to the
-    /// drop callback and as an `EventDropped`).
+    /// drop callback), or could not deliver because the bus closed first.
     pub dropped_held: u64,
 }
 

@@ -80,11 +80,12 @@ struct Owner {
     watchers: Vec<Arc<DemandQueue>>,
 }
 
-/// Who is sending: anyone (a plain send), a producer, or a paused bus delivering what it held
-/// (checked when it was held).
+/// Who is sending: anyone (a plain send), the library (a system event), a producer, or a
+/// paused bus delivering what it held (checked when it was held).
 #[derive(Clone, Copy)]
 pub(crate) enum Sender {
     Anyone,
+    Library,
     Producer(u64),
     Held,
 }
@@ -174,7 +175,9 @@ impl<E: Send + Sync + 'static> Topic<E> {
     pub(crate) fn refuses(&self, sender: Sender) -> Option<SendErrorKind> {
         let owner = self.owner.load(Ordering::Acquire);
         match sender {
-            Sender::Anyone => (owner != 0 && owner & 1 == 0).then_some(SendErrorKind::NotOwner),
+            Sender::Anyone | Sender::Library => {
+                (owner != 0 && owner & 1 == 0).then_some(SendErrorKind::NotOwner)
+            }
             Sender::Producer(id) => (owner >> 1 != id).then_some(SendErrorKind::Unregistered),
             Sender::Held => None,
         }
