@@ -185,25 +185,55 @@ impl Bus {
             return Err(Full::Refused(SendError::new(SendErrorKind::Closed, event)));
         }
         let event = if self.pause.is_gated() && self.holds(sender, topic) {
-            if let Some(kind) = self.refuses(sender, topic) {
-                return Err(Full::Refused(SendError::new(kind, event)));
-            }
-            match self.pause.hold(origin, event, wait) {
-                Hold::Open(event) => event,
-                Hold::Held => return Ok(Sent::Held),
-                Hold::Full(event) => return Err(Full::Wait(event)),
-                Hold::Dropped(report) => {
-                    // Not published as `EventDropped`: on a paused bus with a full buffer, it
-                    // could only be dropped too.
-                    self.report(report, origin, false);
-                    return Ok(Sent::Dropped);
-                }
+            match self.hold(origin, event, wait, sender, topic) {
+                Ok(done) => return done,
+                Err(open) => open,
             }
         } else {
             event
         };
+        if topic.is_none()
+            && !self.has_taps.load(Ordering::Acquire)
+            && self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0
+        {
+            // No topic can exist for `E`: nothing to look up, nothing to allocate, no owner.
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            drop(event);
+            if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
+                self.dead_letter::<E>(origin);
+            }
+            return Ok(Sent::Delivered(0));
+        }
         self.route(origin, Payload::Event(event), wait, sender, topic)
             .map(Sent::Delivered)
+    }
+
+    /// The paused path of a send: holds the event, or hands it back (`Err`) if the bus was
+    /// started meanwhile.
+    #[cold]
+    #[inline(never)]
+    fn hold<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+        wait: Option<&Waker>,
+        sender: Sender,
+        topic: Option<&Arc<Topic<E>>>,
+    ) -> Result<Result<Sent, Full<E>>, E> {
+        if let Some(kind) = self.refuses(sender, topic) {
+            return Ok(Err(Full::Refused(SendError::new(kind, event))));
+        }
+        Ok(match self.pause.hold(origin, event, wait) {
+            Hold::Open(event) => return Err(event),
+            Hold::Held => Ok(Sent::Held),
+            Hold::Full(event) => Err(Full::Wait(event)),
+            Hold::Dropped(report) => {
+                // Not published as `EventDropped`: on a paused bus with a full buffer, it could
+                // only be dropped too.
+                self.report(report, origin, false);
+                Ok(Sent::Dropped)
+            }
+        })
     }
 
     /// Whether a paused bus holds this send (see [`publish`](Self::publish)).
@@ -278,14 +308,6 @@ impl Bus {
             if self.has_taps.load(Ordering::Acquire) {
                 // A tap sees every type: make sure this one has a topic (someone listens).
                 drop(self.topic::<E>());
-            } else if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
-                // No topic can exist for `E`: nothing to look up, nothing to allocate, no owner.
-                self.unrouted.fetch_add(1, Ordering::Relaxed);
-                drop(payload);
-                if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
-                    self.dead_letter::<E>(origin);
-                }
-                return Ok(0);
             }
             let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
             match topics.get(&TypeId::of::<E>()) {

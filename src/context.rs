@@ -25,6 +25,12 @@ pub(crate) fn with<R>(f: impl FnOnce(&Arc<Frame>) -> R) -> Option<R> {
     CONTEXT.try_with(f).ok()
 }
 
+/// `true` inside a scope.
+#[inline]
+pub(crate) fn is_set() -> bool {
+    CONTEXT.try_with(|_| ()).is_ok()
+}
+
 /// The current frame, cloned.
 pub(crate) fn current() -> Option<Arc<Frame>> {
     with(Arc::clone)

@@ -243,6 +243,7 @@ pub(crate) fn expect_scope<T>(function: &str, value: Option<T>) -> T {
 /// The result of a plain (non-`try_`) send: a closed bus delivers to nobody (shutdown races are
 /// not bugs); no scope and sending an owned type are, so they panic with what to do.
 #[track_caller]
+#[inline(always)]
 pub(crate) fn plain_send<E>(
     function: &str,
     result: Result<crate::Sent, SendError<E>>,
