@@ -56,7 +56,7 @@ pub fn scope(name: impl Into<Cow<'static, str>>) -> Scope {
 ///
 /// # Panics
 ///
-/// Outside of a scope, and when `E` is owned by a [`Producer`](crate::Producer) on this bus
+/// Outside of a scope, and when `E` is owned by a [`Producer`] on this bus
 /// (registered with [`register`], not `open`): both are bugs to fix, not conditions to handle.
 /// Use [`try_send`] to get an error instead.
 ///
@@ -86,7 +86,7 @@ pub fn send<E: Send + Sync + 'static>(event: E) -> Sent {
 /// # Errors
 ///
 /// [`SendErrorKind::NoScope`] outside of a scope; [`SendErrorKind::Closed`] when the bus is
-/// closed; [`SendErrorKind::NotOwner`] when `E` is owned by a [`Producer`](crate::Producer).
+/// closed; [`SendErrorKind::NotOwner`] when `E` is owned by a [`Producer`].
 #[inline]
 pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<Sent, SendError<E>> {
     if !context::is_set() {

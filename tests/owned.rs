@@ -469,3 +469,29 @@ fn registering_outside_a_scope_or_on_a_closed_bus_is_an_error() {
         assert_eq!(error.unwrap().to_string(), "the bus is closed");
     });
 }
+
+#[test]
+fn a_demand_loop_in_the_owner_ends_by_itself_when_the_bus_closes() {
+    both(|| async {
+        let task = ctx::scope("app")
+            .run(async {
+                let producer = owned();
+                let mut demand = producer.demand();
+                let _viewer = ctx::subscribe::<Tick>();
+                // The usual producer loop, as a task of the bus's owner: the scope waits for
+                // it, so it must end when the bus closes rather than wait forever.
+                ctx::spawn(async move {
+                    let mut changes = Vec::new();
+                    while let Some(change) = demand.next().await {
+                        changes.push(change);
+                    }
+                    let after = producer.send(Tick(1)).unwrap_err().kind();
+                    (changes, after)
+                })
+            })
+            .await;
+        let (changes, after) = task.await.unwrap();
+        assert_eq!(changes.first(), Some(&DemandChange::Started));
+        assert_eq!(after, SendErrorKind::Closed);
+    });
+}
