@@ -15,40 +15,52 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How many wakers a [`WakeList`] holds before it wakes them in place.
-const WAKE_BATCH: usize = 32;
+/// How many wakers a [`WakeList`] holds inline (more go to a `Vec`).
+const WAKE_INLINE: usize = 4;
 
-/// A fixed-size batch of wakers, woken after the caller has released its locks.
+/// The wakers a send collects under its locks, woken after the caller has released them.
+/// Small inline (creating and dropping an empty list is a few stores, on every send); a send
+/// that reaches more parked subscribers than that spills to a `Vec`, never waking under a lock.
 pub(crate) struct WakeList {
-    wakers: [Option<Waker>; WAKE_BATCH],
+    inline: [Option<Waker>; WAKE_INLINE],
     len: usize,
+    more: Vec<Waker>,
 }
 
 impl WakeList {
     pub(crate) fn new() -> Self {
         Self {
-            wakers: std::array::from_fn(|_| None),
+            inline: [None, None, None, None],
             len: 0,
+            more: Vec::new(),
         }
     }
 
-    /// Adds a waker; when the batch is full the batch is woken at once (rare: more than
-    /// `WAKE_BATCH` parked subscribers reached by one send).
     pub(crate) fn push(&mut self, waker: Waker) {
-        if self.len == WAKE_BATCH {
-            self.wake_all();
+        if self.len < WAKE_INLINE {
+            self.inline[self.len] = Some(waker);
+            self.len += 1;
+        } else {
+            self.more.push(waker);
         }
-        self.wakers[self.len] = Some(waker);
-        self.len += 1;
     }
 
+    #[inline]
     pub(crate) fn wake_all(&mut self) {
-        for slot in &mut self.wakers[..self.len] {
+        if self.len == 0 {
+            return; // nothing inline means nothing spilled either
+        }
+        for slot in &mut self.inline[..self.len] {
             if let Some(waker) = slot.take() {
                 waker.wake();
             }
         }
         self.len = 0;
+        if !self.more.is_empty() {
+            for waker in self.more.drain(..) {
+                waker.wake();
+            }
+        }
     }
 }
 
