@@ -409,6 +409,14 @@ impl Bus {
         topic.add(queue.clone()).then_some(queue)
     }
 
+    /// A new reader of `E`'s shared log (a default subscription); `None` if the bus is closed.
+    pub(crate) fn subscribe_log<E: Send + Sync + 'static>(
+        &self,
+        policy: &Policy,
+    ) -> Option<crate::log::LogReader<E>> {
+        self.topic::<E>().add_reader(self.next_id(), policy)
+    }
+
     fn next_id(&self) -> u64 {
         self.next_subscription.fetch_add(1, Ordering::Relaxed)
     }

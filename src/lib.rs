@@ -43,6 +43,7 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+mod log;
 mod pause;
 mod producer;
 mod request;

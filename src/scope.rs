@@ -52,7 +52,7 @@ use crate::producer::Registered;
 use crate::sent::Sent;
 use crate::state::StateMap;
 use crate::stats::BusStats;
-use crate::subscription::{AnySubscription, EndReason, Endable, Item, Queue, Subscription};
+use crate::subscription::{AnySubscription, EndReason, Endable, Subscription};
 use crate::sync::lock;
 use crate::system::{ScopeOutcome, ScopeStarted, ScopeStopped};
 
@@ -413,11 +413,19 @@ impl Frame {
         &self,
         policy: Policy,
     ) -> Subscription<E> {
+        // If the scope's subscriptions already ended, `own` ends this one too.
+        if policy.is_unbounded() {
+            // The default: a reader of the type's shared log.
+            let Some(reader) = self.bus.subscribe_log::<E>(&policy) else {
+                return Subscription::ended(EndReason::BusClosed);
+            };
+            self.own(Arc::downgrade(reader.cursor()) as Weak<dyn Endable>);
+            return Subscription::from_log(reader);
+        }
         let Some(queue) = self.bus.subscribe::<E>(policy) else {
             return Subscription::ended(EndReason::BusClosed);
         };
-        // If the scope's subscriptions already ended, `own` ends this one too.
-        self.own(&queue);
+        self.own(Arc::downgrade(&queue) as Weak<dyn Endable>);
         Subscription::new(queue)
     }
 
@@ -433,7 +441,7 @@ impl Frame {
         };
         match queue {
             Some(queue) => {
-                self.own(&queue);
+                self.own(Arc::downgrade(&queue) as Weak<dyn Endable>);
                 AnySubscription::new(queue)
             }
             None => AnySubscription::ended(EndReason::BusClosed),
@@ -442,12 +450,13 @@ impl Frame {
 
     /// Registers a queue as owned by this scope; if the scope's subscriptions have already
     /// ended, ends it at once.
-    fn own<T: Item>(&self, queue: &Arc<Queue<T>>) {
-        let weak: Weak<dyn Endable> = Arc::downgrade(queue) as Weak<_>;
+    fn own(&self, weak: Weak<dyn Endable>) {
         let mut owned = lock(&self.owned);
         if let Some(reason) = owned.ended {
             drop(owned);
-            queue.end_subscription(reason);
+            if let Some(sub) = weak.upgrade() {
+                sub.end_subscription(reason);
+            }
             return;
         }
         if owned.subs.len() >= owned.prune_at {

@@ -35,6 +35,7 @@ use futures::stream::FusedStream;
 
 use crate::delivery::{DropLog, Overflow, Policy};
 use crate::event::{AnyEnvelope, Envelope};
+use crate::log::LogReader;
 use crate::sync::{WakeList, lock};
 use crate::topic::AnyTopic;
 
@@ -360,6 +361,14 @@ impl<T: Item> Reader<T> {
         }
     }
 
+    fn end_reason(&self) -> Option<EndReason> {
+        self.end
+    }
+
+    fn missed(&self) -> u64 {
+        self.missed
+    }
+
     fn dropped(&self) -> u64 {
         match &self.queue {
             Some(queue) => lock(&queue.state).lost,
@@ -486,7 +495,7 @@ macro_rules! reading_methods {
     ($item:ty) => {
         /// Why the stream ended, once it has returned `None`; `None` while it is live.
         pub fn end_reason(&self) -> Option<EndReason> {
-            self.reader.end
+            self.reader.end_reason()
         }
 
         /// How many events this subscription lost just before the event most recently returned
@@ -497,7 +506,7 @@ macro_rules! reading_methods {
         /// checks `missed()` after each event knows exactly where events are missing and how
         /// many.
         pub fn missed(&self) -> u64 {
-            self.reader.missed
+            self.reader.missed()
         }
 
         /// How many events this subscription has lost so far (dropped when full, or
@@ -589,20 +598,120 @@ macro_rules! reading_methods {
 /// # }
 /// ```
 pub struct Subscription<E: Send + Sync + 'static> {
-    reader: Reader<Envelope<E>>,
+    reader: Feed<E>,
+}
+
+/// Where a typed subscription reads from: the type's shared log (default subscriptions) or its
+/// own queue (a delivery policy).
+enum Feed<E: Send + Sync + 'static> {
+    Queue(Reader<Envelope<E>>),
+    Log(LogReader<E>),
+}
+
+impl<E: Send + Sync + 'static> Feed<E> {
+    fn end_reason(&self) -> Option<EndReason> {
+        match self {
+            Feed::Queue(reader) => reader.end_reason(),
+            Feed::Log(_) => None,
+        }
+    }
+
+    fn missed(&self) -> u64 {
+        match self {
+            Feed::Queue(reader) => reader.missed(),
+            Feed::Log(_) => 0, // lossless
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Feed::Queue(reader) => reader.dropped(),
+            Feed::Log(_) => 0,
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Feed::Queue(reader) => reader.name(),
+            Feed::Log(reader) => reader.name.as_deref(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Feed::Queue(reader) => reader.len(),
+            Feed::Log(reader) => reader.len(),
+        }
+    }
+
+    fn try_next(&mut self) -> Result<Envelope<E>, TryNextError> {
+        match self.poll_take(None) {
+            Poll::Ready(Some(item)) => Ok(item),
+            Poll::Ready(None) => Err(TryNextError::Ended(self.end_reason().expect("ended"))),
+            Poll::Pending => Err(TryNextError::Empty),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Envelope<E>> {
+        match self {
+            Feed::Queue(reader) => reader.drain(),
+            Feed::Log(_) => {
+                let mut out = Vec::new();
+                while let Ok(item) = self.try_next() {
+                    out.push(item);
+                }
+                out
+            }
+        }
+    }
+
+    #[inline]
+    fn poll_take(&mut self, waker: Option<&Waker>) -> Poll<Option<Envelope<E>>> {
+        let reader = match self {
+            Feed::Queue(reader) => return reader.poll_take(waker),
+            Feed::Log(reader) => reader,
+        };
+        match reader.poll_take(waker) {
+            Poll::Ready(Ok(item)) => Poll::Ready(Some(item)),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(reason)) => {
+                if reader.linked && reason.is_abnormal() && crate::spawn::cancel_current_task() {
+                    // Linked: the consuming task is cancelled rather than shown the end.
+                    return Poll::Pending;
+                }
+                // Ended and read to the end: let go of the log (this detaches the reader).
+                *self = Feed::Queue(Reader::new(None, Some(reason)));
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_terminated(&self) -> bool {
+        match self {
+            Feed::Queue(reader) => reader.is_terminated(),
+            Feed::Log(_) => false,
+        }
+    }
 }
 
 impl<E: Send + Sync + 'static> Subscription<E> {
     pub(crate) fn new(queue: Arc<Queue<Envelope<E>>>) -> Self {
         Self {
-            reader: Reader::new(Some(queue), None),
+            reader: Feed::Queue(Reader::new(Some(queue), None)),
+        }
+    }
+
+    /// A default subscription, reading the type's shared log.
+    pub(crate) fn from_log(reader: LogReader<E>) -> Self {
+        Self {
+            reader: Feed::Log(reader),
         }
     }
 
     /// A subscription that has already ended (closed bus, finished scope).
     pub(crate) fn ended(reason: EndReason) -> Self {
         Self {
-            reader: Reader::new(None, Some(reason)),
+            reader: Feed::Queue(Reader::new(None, Some(reason))),
         }
     }
 
@@ -618,8 +727,13 @@ impl<E: Send + Sync + 'static> Stream for Subscription<E> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let known = self.reader.local.len();
-        (known, self.reader.queue.is_none().then_some(known))
+        match &self.reader {
+            Feed::Queue(reader) => {
+                let known = reader.local.len();
+                (known, reader.queue.is_none().then_some(known))
+            }
+            Feed::Log(_) => (0, None),
+        }
     }
 }
 
@@ -635,7 +749,7 @@ impl<E: Send + Sync + 'static> fmt::Debug for Subscription<E> {
             .field("event", &std::any::type_name::<E>())
             .field("name", &self.name())
             .field("queued", &self.len())
-            .field("end_reason", &self.reader.end)
+            .field("end_reason", &self.reader.end_reason())
             .finish()
     }
 }

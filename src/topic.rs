@@ -39,6 +39,7 @@ use std::task::Waker;
 use crate::delivery::DropLog;
 use crate::error::{RegisterError, SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
+use crate::log::{Cursor, LogReader, LogWriter, Segment};
 use crate::producer::{DemandChange, DemandQueue};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
@@ -65,6 +66,8 @@ struct TopicInner<E> {
     retained: VecDeque<Envelope<E>>,
     /// Counters of sends that reached the fan-out (see `stats.rs`).
     counts: Counts,
+    /// The shared log of the default (unbounded, lossless) subscriptions (`log.rs`).
+    log: LogWriter<E>,
     /// The registration that owns the type, if any.
     owner: Option<Owner>,
     /// Demand as last computed (see the module invariants).
@@ -136,15 +139,18 @@ pub(crate) enum Unsent<E> {
     Nothing,
     /// Nobody was subscribed.
     Payload(Payload<E>),
-    /// The sender's own handle; the last one if no queue accepted the event.
-    Envelope(Envelope<E>),
+    /// The sender's own handle (the last one if no queue accepted the event), and the log
+    /// segment the send retired, if any.
+    Envelope(Envelope<E>, Option<Arc<Segment<E>>>),
 }
 
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     fn stats(&self) -> TypeStats;
-    /// Detaches the queue with `id` (typed or erased), if attached.
+    /// Detaches the queue or log reader with `id`, if attached.
     fn remove(&self, id: u64);
+    /// Ends the log reader with `id` at the current position.
+    fn end_reader(&self, id: u64, reason: EndReason);
     /// Attaches a multi-type queue; `false` if the topic is closed.
     fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool;
     /// Closes the topic and ends every queue with `reason`.
@@ -161,6 +167,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
                 retention: 0,
                 retained: VecDeque::new(),
                 counts: Counts::default(),
+                log: LogWriter::new(),
                 owner: None,
                 demand: 0,
             }),
@@ -256,6 +263,12 @@ impl<E: Send + Sync + 'static> Topic<E> {
         let ordered = (!inner.erased.is_empty()).then(|| lock(order));
         envelope.set_seq(next_seq());
         let mut accepted = 0;
+        let mut retired = None;
+        if !inner.log.readers.is_empty() {
+            // Every default subscription at once: one slot, whatever their number.
+            retired = inner.log.write(&envelope, &mut wakers);
+            accepted += inner.log.readers.len();
+        }
         for queue in &inner.subs {
             accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
@@ -282,7 +295,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         counts.superseded += drops.superseded;
         drop(inner);
         wakers.wake_all();
-        (Ok(accepted), Unsent::Envelope(envelope))
+        (Ok(accepted), Unsent::Envelope(envelope, retired))
     }
 
     /// Adds a queue — first preloaded with the retained events if its policy asks for replay,
@@ -304,6 +317,45 @@ impl<E: Send + Sync + 'static> Topic<E> {
         drop(inner);
         wake(wakers);
         true
+    }
+
+    /// Adds a default subscription: a reader of the shared log, first given the retained
+    /// events if it asks for replay (or the type has catch-up), under the lock every fan-out
+    /// takes. `None` if the topic is closed.
+    pub(crate) fn add_reader(
+        self: &Arc<Self>,
+        id: u64,
+        policy: &crate::delivery::Policy,
+    ) -> Option<LogReader<E>> {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return None;
+        }
+        let mut reader = LogReader::new(
+            self.clone(),
+            id,
+            |cursor| inner.log.attach(cursor),
+            policy.name.clone(),
+            policy.linked,
+        );
+        let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
+        if policy.replay || catch_up {
+            reader.preload(inner.retained.iter().cloned());
+        }
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
+        Some(reader)
+    }
+
+    /// Parks a log reader (see `LogWriter::park`).
+    pub(crate) fn park(&self, cursor: &Cursor, pos: u64, waker: &Waker) -> bool {
+        lock(&self.inner).log.park(cursor, pos, waker)
+    }
+
+    /// The log position of the next event.
+    pub(crate) fn log_position(&self) -> u64 {
+        lock(&self.inner).log.next
     }
 
     /// Makes the type owned by registration `id`, from `scope`, keeping the last `retain`
@@ -357,10 +409,13 @@ impl<E: Send + Sync + 'static> Topic<E> {
             retained = std::mem::take(&mut inner.retained);
         }
         let subs = std::mem::take(&mut inner.subs);
+        let (readers, tail) = inner.log.end_all(reason);
         let wakers = self.update_live(&mut inner);
         drop(inner);
         // No lock held from here: payloads may be dropped, wakers woken.
         wake(wakers);
+        wake(readers);
+        drop(tail);
         drop(retained);
         for queue in subs {
             queue.end(reason);
@@ -410,10 +465,11 @@ impl<E: Send + Sync + 'static> Topic<E> {
 
     /// Updates `live` and the demand; returns the demand watchers to wake (after the lock).
     fn update_live(&self, inner: &mut TopicInner<E>) -> Vec<Waker> {
-        let live = inner.subs.len() + inner.erased.len() + usize::from(inner.retention > 0);
+        let typed = inner.subs.len() + inner.log.readers.len();
+        let live = typed + inner.erased.len() + usize::from(inner.retention > 0);
         self.live.store(live, Ordering::Release);
         let taps = inner.erased.iter().filter(|q| q.policy.tap).count();
-        let demand = inner.subs.len() + inner.erased.len() - taps;
+        let demand = typed + inner.erased.len() - taps;
         let before = std::mem::replace(&mut inner.demand, demand);
         let change = match (before, demand) {
             (0, 1..) => DemandChange::Started,
@@ -431,7 +487,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
     }
 }
 
-fn wake(wakers: Vec<Waker>) {
+fn wake(wakers: impl IntoIterator<Item = Waker>) {
     for waker in wakers {
         waker.wake();
     }
@@ -444,11 +500,22 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let erased = inner.erased.iter().position(|queue| queue.id == id);
         let removed_typed = typed.map(|index| inner.subs.swap_remove(index));
         let removed_erased = erased.map(|index| inner.erased.swap_remove(index));
+        let (_, tail) = inner.log.detach(id);
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
         // Dropped with no lock held: the last handle may free queued payloads.
-        drop((removed_typed, removed_erased));
+        drop((removed_typed, removed_erased, tail));
+    }
+
+    fn end_reader(&self, id: u64, reason: EndReason) {
+        let mut inner = lock(&self.inner);
+        let (waker, tail) = inner.log.end_one(id, reason);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
+        wake(waker);
+        drop(tail);
     }
 
     fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool {
@@ -481,7 +548,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         TypeStats {
             type_id: TypeId::of::<E>(),
             type_name: std::any::type_name::<E>(),
-            subscriptions: inner.subs.len() + inner.erased.len(),
+            subscriptions: inner.subs.len() + inner.log.readers.len() + inner.erased.len(),
             sent: c.sent + unheard,
             delivered: c.delivered,
             dropped_critical: c.dropped_critical,
@@ -498,6 +565,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let subs = std::mem::take(&mut inner.subs);
         let erased = std::mem::take(&mut inner.erased);
         let retained = std::mem::take(&mut inner.retained);
+        let (readers, tail) = inner.log.end_all(reason);
         inner.retention = 0;
         // The demand watchers end with the topic (their producer can no longer send).
         let watchers = inner
@@ -508,7 +576,8 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
-        drop(retained);
+        wake(readers);
+        drop((retained, tail));
         for watcher in watchers {
             watcher.end();
         }

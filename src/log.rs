@@ -1,0 +1,333 @@
+//! The shared log of one event type's default (unbounded, lossless) subscriptions.
+//!
+//! Why: with one queue per subscription, a send to N subscriptions takes N queue locks and N
+//! reference-count increments on the sender's thread. Default subscriptions all want the same
+//! thing — every event, in order, nothing dropped — so they share one log instead: a send
+//! writes one slot, whatever N is, and each reader walks the log at its own pace. Subscriptions
+//! with a policy (bounded, keep-latest) and multi-type ones keep their own queues.
+//!
+//! Shape: a chain of fixed-size [`Segment`]s. The writer (the topic, under its lock) fills the
+//! tail segment's slots in order and links a new segment when it is full. Each reader holds an
+//! `Arc` to the segment it is in, so a segment lives while some reader still has to read it,
+//! and memory grows only with what the slowest reader has not read.
+//!
+//! Invariants:
+//! - Slots are written once, in index order, only under the topic lock; a slot is a `OnceLock`,
+//!   so a reader that sees it set sees the whole envelope (release/acquire), with no lock.
+//! - A segment's `next` is set (under the topic lock) before any slot of the next segment is
+//!   written.
+//! - `Cursor::end_at` goes from `u64::MAX` to the writer's position once, under the topic lock,
+//!   after `reason` is set: a reader that reaches `end_at` has read everything written before
+//!   its end and nothing after.
+//! - A reader parks under the topic lock after checking that nothing was written at its
+//!   position, and every write takes the parked wakers under that lock: no lost wake-up. Only
+//!   parked readers are woken.
+//! - Segments are never dropped under a lock: the writer hands a retired tail back to be dropped
+//!   after the lock (a payload's `Drop` may use the bus), and a chain is dropped iteratively.
+//! - An event's payload is dropped when its segment is: once every reader has passed it and the
+//!   writer has moved on to a later segment (at most `SEGMENT - 1` sends later), or when the last
+//!   reader goes away.
+//!
+//! Lock order: a reader takes only the topic lock (to park or detach), never while holding
+//! another lock of the crate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Poll, Waker};
+
+use crate::event::Envelope;
+use crate::subscription::{EndReason, Endable};
+use crate::topic::{AnyTopic, Topic};
+
+/// Slots per segment.
+pub(crate) const SEGMENT: usize = 64;
+
+pub(crate) struct Segment<E> {
+    slots: [OnceLock<Envelope<E>>; SEGMENT],
+    next: OnceLock<Arc<Segment<E>>>,
+}
+
+impl<E> Segment<E> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+            next: OnceLock::new(),
+        })
+    }
+}
+
+impl<E> Drop for Segment<E> {
+    /// Drops the rest of the chain iteratively: a reader that never read would otherwise drop
+    /// thousands of segments recursively.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(segment) = next {
+            next = match Arc::try_unwrap(segment) {
+                Ok(mut segment) => segment.next.take(),
+                Err(_) => None, // someone else still holds it (and the rest)
+            };
+        }
+    }
+}
+
+/// The shared state of one reader: what the topic needs to end it.
+pub(crate) struct Cursor {
+    pub(crate) id: u64,
+    /// The log position at which the reader ends (`u64::MAX`: not ended).
+    end_at: AtomicU64,
+    reason: OnceLock<EndReason>,
+    topic: Weak<dyn AnyTopic>,
+}
+
+impl Cursor {
+    /// Ends the reader at log position `at` (topic lock held). The first end wins.
+    pub(crate) fn end(&self, at: u64, reason: EndReason) {
+        if self.reason.set(reason).is_ok() {
+            self.end_at.store(at, Ordering::Release);
+        }
+    }
+}
+
+impl Endable for Cursor {
+    fn end_subscription(&self, reason: EndReason) {
+        if let Some(topic) = self.topic.upgrade() {
+            topic.end_reader(self.id, reason);
+        }
+    }
+}
+
+/// The writer's half, inside the topic (under its lock).
+pub(crate) struct LogWriter<E> {
+    /// The segment being filled; `None` while the log has no reader.
+    tail: Option<Arc<Segment<E>>>,
+    /// The slot of `tail` the next event goes to.
+    at: usize,
+    /// The log position of the next event.
+    pub(crate) next: u64,
+    pub(crate) readers: Vec<Arc<Cursor>>,
+    /// Parked readers: `(cursor id, waker)`.
+    waiters: Vec<(u64, Waker)>,
+}
+
+impl<E> LogWriter<E> {
+    pub(crate) fn new() -> Self {
+        Self {
+            tail: None,
+            at: 0,
+            next: 0,
+            readers: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Appends `envelope` for every reader; returns a retired segment to drop after the lock,
+    /// and moves the parked readers' wakers into `wakers`.
+    pub(crate) fn write(
+        &mut self,
+        envelope: &Envelope<E>,
+        wakers: &mut crate::sync::WakeList,
+    ) -> Option<Arc<Segment<E>>> {
+        let tail = self.tail.as_ref().expect("a log with readers has a tail");
+        let mut retired = None;
+        if self.at == SEGMENT {
+            let fresh = Segment::new();
+            let _ = tail.next.set(fresh.clone());
+            retired = self.tail.replace(fresh);
+            self.at = 0;
+        }
+        let tail = self.tail.as_ref().expect("just set");
+        let _ = tail.slots[self.at].set(envelope.clone());
+        self.at += 1;
+        self.next += 1;
+        for (_, waker) in self.waiters.drain(..) {
+            wakers.push(waker);
+        }
+        retired
+    }
+
+    /// A new reader at the end of the log.
+    pub(crate) fn attach(&mut self, cursor: Arc<Cursor>) -> (Arc<Segment<E>>, usize, u64) {
+        let tail = self.tail.get_or_insert_with(|| {
+            self.at = 0;
+            Segment::new()
+        });
+        self.readers.push(cursor);
+        (tail.clone(), self.at, self.next)
+    }
+
+    /// Detaches reader `id`; when it was the last, hands back the tail to drop after the lock.
+    pub(crate) fn detach(&mut self, id: u64) -> (bool, Option<Arc<Segment<E>>>) {
+        let Some(index) = self.readers.iter().position(|c| c.id == id) else {
+            return (false, None);
+        };
+        self.readers.swap_remove(index);
+        self.waiters.retain(|(waiter, _)| *waiter != id);
+        let tail = if self.readers.is_empty() {
+            self.tail.take()
+        } else {
+            None
+        };
+        (true, tail)
+    }
+
+    /// Ends reader `id` at the current position; returns its waker if it was parked.
+    pub(crate) fn end_one(
+        &mut self,
+        id: u64,
+        reason: EndReason,
+    ) -> (Option<Waker>, Option<Arc<Segment<E>>>) {
+        let Some(index) = self.readers.iter().position(|c| c.id == id) else {
+            return (None, None);
+        };
+        self.readers[index].end(self.next, reason);
+        let waker = self
+            .waiters
+            .iter()
+            .position(|(waiter, _)| *waiter == id)
+            .map(|i| self.waiters.swap_remove(i).1);
+        let (_, tail) = self.detach(id);
+        (waker, tail)
+    }
+
+    /// Ends every reader; returns their wakers and the tail, for after the lock.
+    pub(crate) fn end_all(&mut self, reason: EndReason) -> (Vec<Waker>, Option<Arc<Segment<E>>>) {
+        for cursor in self.readers.drain(..) {
+            cursor.end(self.next, reason);
+        }
+        let wakers = self.waiters.drain(..).map(|(_, waker)| waker).collect();
+        (wakers, self.tail.take())
+    }
+
+    /// Parks reader `id` at position `pos` unless something happened there meanwhile.
+    /// Returns `true` if the reader should look again instead.
+    pub(crate) fn park(&mut self, cursor: &Cursor, pos: u64, waker: &Waker) -> bool {
+        if self.next > pos || cursor.end_at.load(Ordering::Acquire) <= pos {
+            return true;
+        }
+        match self.waiters.iter_mut().find(|(id, _)| *id == cursor.id) {
+            Some((_, parked)) => {
+                if !parked.will_wake(waker) {
+                    *parked = waker.clone();
+                }
+            }
+            None => self.waiters.push((cursor.id, waker.clone())),
+        }
+        false
+    }
+}
+
+/// The reading half of a default subscription.
+pub(crate) struct LogReader<E: Send + Sync + 'static> {
+    topic: Arc<Topic<E>>,
+    cursor: Arc<Cursor>,
+    segment: Arc<Segment<E>>,
+    /// The slot of `segment` to read next.
+    at: usize,
+    /// The log position to read next.
+    pos: u64,
+    /// Replayed (retained) events, read before the log.
+    local: VecDeque<Envelope<E>>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) linked: bool,
+}
+
+impl<E: Send + Sync + 'static> LogReader<E> {
+    pub(crate) fn new(
+        topic: Arc<Topic<E>>,
+        id: u64,
+        attach: impl FnOnce(Arc<Cursor>) -> (Arc<Segment<E>>, usize, u64),
+        name: Option<Arc<str>>,
+        linked: bool,
+    ) -> Self {
+        let me: Arc<dyn AnyTopic> = topic.clone();
+        let cursor = Arc::new(Cursor {
+            id,
+            end_at: AtomicU64::new(u64::MAX),
+            reason: OnceLock::new(),
+            topic: Arc::downgrade(&me),
+        });
+        let (segment, at, pos) = attach(cursor.clone());
+        Self {
+            topic,
+            cursor,
+            segment,
+            at,
+            pos,
+            local: VecDeque::new(),
+            name,
+            linked,
+        }
+    }
+
+    pub(crate) fn preload(&mut self, retained: impl Iterator<Item = Envelope<E>>) {
+        self.local.extend(retained);
+    }
+
+    pub(crate) fn cursor(&self) -> &Arc<Cursor> {
+        &self.cursor
+    }
+
+    /// The next event if one is there now: `Ready(Some)`, `Ready(None)` with the reason once
+    /// ended and read to the end, or `Pending` (parking `waker` if given).
+    #[inline]
+    pub(crate) fn poll_take(
+        &mut self,
+        waker: Option<&Waker>,
+    ) -> Poll<Result<Envelope<E>, EndReason>> {
+        if let Some(envelope) = self.local.pop_front() {
+            return Poll::Ready(Ok(envelope));
+        }
+        loop {
+            if self.pos >= self.cursor.end_at.load(Ordering::Acquire) {
+                let reason = *self.cursor.reason.get().expect("set before end_at");
+                return Poll::Ready(Err(reason));
+            }
+            if self.at == SEGMENT {
+                match self.segment.next.get() {
+                    Some(next) => {
+                        // May free the segment we leave: no lock is held here.
+                        self.segment = next.clone();
+                        self.at = 0;
+                    }
+                    None => {
+                        if self.park(waker) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if let Some(envelope) = self.segment.slots[self.at].get() {
+                self.at += 1;
+                self.pos += 1;
+                return Poll::Ready(Ok(envelope.clone()));
+            }
+            if self.park(waker) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// `true` if the reader should look again (see [`LogWriter::park`]).
+    fn park(&self, waker: Option<&Waker>) -> bool {
+        match waker {
+            Some(waker) => self.topic.park(&self.cursor, self.pos, waker),
+            None => false,
+        }
+    }
+
+    /// Events waiting to be read now.
+    pub(crate) fn len(&self) -> usize {
+        let written = self.topic.log_position();
+        let end = self.cursor.end_at.load(Ordering::Acquire).min(written);
+        self.local.len() + end.saturating_sub(self.pos) as usize
+    }
+}
+
+impl<E: Send + Sync + 'static> Drop for LogReader<E> {
+    fn drop(&mut self) {
+        self.topic.remove(self.cursor.id);
+    }
+}
