@@ -19,25 +19,29 @@
 //! - `Cursor::end_at` goes from `u64::MAX` to the writer's position once, under the topic lock,
 //!   after `reason` is set: a reader that reaches `end_at` has read everything written before
 //!   its end and nothing after.
-//! - A reader parks under the topic lock after checking that nothing was written at its
-//!   position, and every write takes the parked wakers under that lock: no lost wake-up. Only
-//!   parked readers are woken.
+//! - Parking never takes the topic lock (the sender holds it for the whole fan-out). A reader
+//!   registers its waker in the topic's [`Waiters`], raises `parked`, then — after a `SeqCst`
+//!   fence — looks at its slot again. A write sets the slot, fences (`SeqCst`) and then reads
+//!   `parked`, taking the wakers if it is raised. Of the two store → fence → load sequences at
+//!   least one sees the other's store (no lost wake-up), and a send with no parked reader costs
+//!   one fence and one load. Only parked readers are woken.
 //! - Segments are never dropped under a lock: the writer hands a retired tail back to be dropped
 //!   after the lock (a payload's `Drop` may use the bus), and a chain is dropped iteratively.
 //! - An event's payload is dropped when its segment is: once every reader has passed it and the
 //!   writer has moved on to a later segment (at most `SEGMENT - 1` sends later), or when the last
 //!   reader goes away.
 //!
-//! Lock order: a reader takes only the topic lock (to park or detach), never while holding
-//! another lock of the crate.
+//! Lock order: topic → waiters. A reader takes the waiters lock alone to park, and the topic
+//! lock alone to detach, never while holding another lock of the crate.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Poll, Waker};
 
 use crate::event::Envelope;
 use crate::subscription::{EndReason, Endable};
+use crate::sync::{WakeList, lock};
 use crate::topic::{AnyTopic, Topic};
 
 /// Slots per segment.
@@ -106,8 +110,74 @@ pub(crate) struct LogWriter<E> {
     /// The log position of the next event.
     pub(crate) next: u64,
     pub(crate) readers: Vec<Arc<Cursor>>,
-    /// Parked readers: `(cursor id, waker)`.
-    waiters: Vec<(u64, Waker)>,
+}
+
+/// The parked readers of one log, with the flag a write checks (see the module invariants).
+pub(crate) struct Waiters {
+    parked: AtomicBool,
+    list: Mutex<WaiterList>,
+}
+
+struct WaiterList {
+    wakers: Vec<(u64, Waker)>,
+    /// Bumped each time a write takes the wakers: a reader registered in the current
+    /// generation is still in the list.
+    generation: u64,
+}
+
+impl Waiters {
+    pub(crate) fn new() -> Self {
+        Self {
+            parked: AtomicBool::new(false),
+            list: Mutex::new(WaiterList {
+                wakers: Vec::new(),
+                generation: 0,
+            }),
+        }
+    }
+
+    /// After a write (topic lock held): moves the parked readers' wakers into `wakers`.
+    #[inline]
+    pub(crate) fn after_write(&self, wakers: &mut WakeList) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) {
+            let mut list = lock(&self.list);
+            self.parked.store(false, Ordering::Relaxed);
+            list.generation += 1;
+            for (_, waker) in list.wakers.drain(..) {
+                wakers.push(waker);
+            }
+        }
+    }
+
+    /// Takes every waker (the log's readers are all ending).
+    pub(crate) fn take_all(&self) -> Vec<Waker> {
+        let mut list = lock(&self.list);
+        list.generation += 1;
+        list.wakers.drain(..).map(|(_, waker)| waker).collect()
+    }
+
+    /// Takes reader `id`'s waker, if parked (it is ending or going away).
+    pub(crate) fn take(&self, id: u64) -> Option<Waker> {
+        let mut list = lock(&self.list);
+        let index = list.wakers.iter().position(|(waiter, _)| *waiter == id)?;
+        Some(list.wakers.swap_remove(index).1)
+    }
+
+    /// Registers `waker` for reader `id` unless it is registered already in this generation
+    /// (`registered`, kept by the reader).
+    fn register(&self, id: u64, waker: &Waker, registered: &mut Option<(u64, Waker)>) {
+        let mut list = lock(&self.list);
+        let current = matches!(registered, Some((generation, parked))
+            if *generation == list.generation && parked.will_wake(waker));
+        if !current {
+            list.wakers.push((id, waker.clone()));
+            *registered = Some((list.generation, waker.clone()));
+        }
+        self.parked.store(true, Ordering::Relaxed);
+        drop(list);
+        fence(Ordering::SeqCst);
+    }
 }
 
 impl<E> LogWriter<E> {
@@ -117,17 +187,12 @@ impl<E> LogWriter<E> {
             at: 0,
             next: 0,
             readers: Vec::new(),
-            waiters: Vec::new(),
         }
     }
 
-    /// Appends `envelope` for every reader; returns a retired segment to drop after the lock,
-    /// and moves the parked readers' wakers into `wakers`.
-    pub(crate) fn write(
-        &mut self,
-        envelope: &Envelope<E>,
-        wakers: &mut crate::sync::WakeList,
-    ) -> Option<Arc<Segment<E>>> {
+    /// Appends `envelope` for every reader; returns a retired segment to drop after the lock.
+    /// The caller then wakes the parked readers ([`Waiters::after_write`]).
+    pub(crate) fn write(&mut self, envelope: &Envelope<E>) -> Option<Arc<Segment<E>>> {
         let tail = self.tail.as_ref().expect("a log with readers has a tail");
         let mut retired = None;
         if self.at == SEGMENT {
@@ -140,9 +205,6 @@ impl<E> LogWriter<E> {
         let _ = tail.slots[self.at].set(envelope.clone());
         self.at += 1;
         self.next += 1;
-        for (_, waker) in self.waiters.drain(..) {
-            wakers.push(waker);
-        }
         retired
     }
 
@@ -162,7 +224,6 @@ impl<E> LogWriter<E> {
             return (false, None);
         };
         self.readers.swap_remove(index);
-        self.waiters.retain(|(waiter, _)| *waiter != id);
         let tail = if self.readers.is_empty() {
             self.tail.take()
         } else {
@@ -171,49 +232,19 @@ impl<E> LogWriter<E> {
         (true, tail)
     }
 
-    /// Ends reader `id` at the current position; returns its waker if it was parked.
-    pub(crate) fn end_one(
-        &mut self,
-        id: u64,
-        reason: EndReason,
-    ) -> (Option<Waker>, Option<Arc<Segment<E>>>) {
-        let Some(index) = self.readers.iter().position(|c| c.id == id) else {
-            return (None, None);
-        };
+    /// Ends reader `id` at the current position; hands back the tail if it was the last.
+    pub(crate) fn end_one(&mut self, id: u64, reason: EndReason) -> Option<Arc<Segment<E>>> {
+        let index = self.readers.iter().position(|c| c.id == id)?;
         self.readers[index].end(self.next, reason);
-        let waker = self
-            .waiters
-            .iter()
-            .position(|(waiter, _)| *waiter == id)
-            .map(|i| self.waiters.swap_remove(i).1);
-        let (_, tail) = self.detach(id);
-        (waker, tail)
+        self.detach(id).1
     }
 
-    /// Ends every reader; returns their wakers and the tail, for after the lock.
-    pub(crate) fn end_all(&mut self, reason: EndReason) -> (Vec<Waker>, Option<Arc<Segment<E>>>) {
+    /// Ends every reader; hands back the tail, for after the lock.
+    pub(crate) fn end_all(&mut self, reason: EndReason) -> Option<Arc<Segment<E>>> {
         for cursor in self.readers.drain(..) {
             cursor.end(self.next, reason);
         }
-        let wakers = self.waiters.drain(..).map(|(_, waker)| waker).collect();
-        (wakers, self.tail.take())
-    }
-
-    /// Parks reader `id` at position `pos` unless something happened there meanwhile.
-    /// Returns `true` if the reader should look again instead.
-    pub(crate) fn park(&mut self, cursor: &Cursor, pos: u64, waker: &Waker) -> bool {
-        if self.next > pos || cursor.end_at.load(Ordering::Acquire) <= pos {
-            return true;
-        }
-        match self.waiters.iter_mut().find(|(id, _)| *id == cursor.id) {
-            Some((_, parked)) => {
-                if !parked.will_wake(waker) {
-                    *parked = waker.clone();
-                }
-            }
-            None => self.waiters.push((cursor.id, waker.clone())),
-        }
-        false
+        self.tail.take()
     }
 }
 
@@ -228,6 +259,8 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
     pos: u64,
     /// Replayed (retained) events, read before the log.
     local: VecDeque<Envelope<E>>,
+    /// The generation and waker this reader last parked with.
+    registered: Option<(u64, Waker)>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) linked: bool,
 }
@@ -255,6 +288,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             at,
             pos,
             local: VecDeque::new(),
+            registered: None,
             name,
             linked,
         }
@@ -310,12 +344,20 @@ impl<E: Send + Sync + 'static> LogReader<E> {
         }
     }
 
-    /// `true` if the reader should look again (see [`LogWriter::park`]).
-    fn park(&self, waker: Option<&Waker>) -> bool {
-        match waker {
-            Some(waker) => self.topic.park(&self.cursor, self.pos, waker),
-            None => false,
-        }
+    /// Parks with `waker`; `true` if something arrived meanwhile and the reader should look
+    /// again (see the module invariants).
+    fn park(&mut self, waker: Option<&Waker>) -> bool {
+        let Some(waker) = waker else {
+            return false;
+        };
+        self.topic
+            .waiters()
+            .register(self.cursor.id, waker, &mut self.registered);
+        self.pos >= self.cursor.end_at.load(Ordering::Acquire)
+            || match self.segment.slots.get(self.at) {
+                Some(slot) => slot.get().is_some(),
+                None => self.segment.next.get().is_some(),
+            }
     }
 
     /// Events waiting to be read now.

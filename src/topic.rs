@@ -39,7 +39,7 @@ use std::task::Waker;
 use crate::delivery::DropLog;
 use crate::error::{RegisterError, SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
-use crate::log::{Cursor, LogReader, LogWriter, Segment};
+use crate::log::{LogReader, LogWriter, Segment, Waiters};
 use crate::producer::{DemandChange, DemandQueue};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
@@ -54,6 +54,8 @@ pub(crate) struct Topic<E> {
     unheard: AtomicU64,
     /// The registration, mirrored from `inner.owner`: 0 if none, else `id << 1 | open`.
     owner: AtomicU64,
+    /// The log's parked readers (outside `inner`: parking never takes the topic lock).
+    waiters: Waiters,
 }
 
 struct TopicInner<E> {
@@ -174,7 +176,12 @@ impl<E: Send + Sync + 'static> Topic<E> {
             live: AtomicUsize::new(0),
             unheard: AtomicU64::new(0),
             owner: AtomicU64::new(0),
+            waiters: Waiters::new(),
         }
+    }
+
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 
     /// Why `sender` may not send this type now, if it may not.
@@ -266,7 +273,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
         let mut retired = None;
         if !inner.log.readers.is_empty() {
             // Every default subscription at once: one slot, whatever their number.
-            retired = inner.log.write(&envelope, &mut wakers);
+            retired = inner.log.write(&envelope);
+            self.waiters.after_write(&mut wakers);
             accepted += inner.log.readers.len();
         }
         for queue in &inner.subs {
@@ -348,11 +356,6 @@ impl<E: Send + Sync + 'static> Topic<E> {
         Some(reader)
     }
 
-    /// Parks a log reader (see `LogWriter::park`).
-    pub(crate) fn park(&self, cursor: &Cursor, pos: u64, waker: &Waker) -> bool {
-        lock(&self.inner).log.park(cursor, pos, waker)
-    }
-
     /// The log position of the next event.
     pub(crate) fn log_position(&self) -> u64 {
         lock(&self.inner).log.next
@@ -409,7 +412,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
             retained = std::mem::take(&mut inner.retained);
         }
         let subs = std::mem::take(&mut inner.subs);
-        let (readers, tail) = inner.log.end_all(reason);
+        let tail = inner.log.end_all(reason);
+        let readers = self.waiters.take_all();
         let wakers = self.update_live(&mut inner);
         drop(inner);
         // No lock held from here: payloads may be dropped, wakers woken.
@@ -500,17 +504,20 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let erased = inner.erased.iter().position(|queue| queue.id == id);
         let removed_typed = typed.map(|index| inner.subs.swap_remove(index));
         let removed_erased = erased.map(|index| inner.erased.swap_remove(index));
-        let (_, tail) = inner.log.detach(id);
+        let (was_reader, tail) = inner.log.detach(id);
+        let parked = was_reader.then(|| self.waiters.take(id)).flatten();
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
+        drop(parked);
         // Dropped with no lock held: the last handle may free queued payloads.
         drop((removed_typed, removed_erased, tail));
     }
 
     fn end_reader(&self, id: u64, reason: EndReason) {
         let mut inner = lock(&self.inner);
-        let (waker, tail) = inner.log.end_one(id, reason);
+        let tail = inner.log.end_one(id, reason);
+        let waker = self.waiters.take(id);
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
@@ -565,7 +572,8 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let subs = std::mem::take(&mut inner.subs);
         let erased = std::mem::take(&mut inner.erased);
         let retained = std::mem::take(&mut inner.retained);
-        let (readers, tail) = inner.log.end_all(reason);
+        let tail = inner.log.end_all(reason);
+        let readers = self.waiters.take_all();
         inner.retention = 0;
         // The demand watchers end with the topic (their producer can no longer send).
         let watchers = inner
