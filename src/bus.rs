@@ -3,9 +3,8 @@
 //! Invariants:
 //! - One [`Topic`] per event type, created on first subscription and kept for the bus's life
 //!   (memory grows with the number of types used, not with traffic).
-//! - A send for a type that has no topic, or whose topic has no subscriber, allocates nothing.
-//!   For a type that never had a topic it usually takes no lock at all (`maybe_topic`);
-//!   otherwise it takes the map's read lock once.
+//! - A send for a type that has no topic, or whose topic has no subscriber, allocates nothing
+//!   and takes no lock. The type's topic is found without a lock (`table.rs`).
 //! - `closed` goes from `false` to `true` once, when the owning scope finishes its body; from then
 //!   on sends fail with `Closed` and subscriptions are created already ended.
 //! - Sequence numbers are drawn from one counter per bus, inside the topic lock (see `topic.rs`).
@@ -15,16 +14,14 @@
 //! - While paused (`pause.rs`), sends are held before they reach any topic; ownership is
 //!   checked first, so a held event is one its sender was allowed to send.
 //!
-//! Lock order: pause state → `topics` (read or write) → `taps` → topic → `order` → queue. The write lock is
-//! only taken to insert a new topic, to add a tap and to close the bus, never while a topic lock
-//! is held.
+//! Lock order: pause state → table writer → `taps` → topic → `order` → queue. The table's
+//! writer lock is only taken to insert a new topic, to add a tap and to close the bus, never
+//! while a topic lock is held; sends never take it.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
 use crate::delivery::{DropCallback, DropLog, DropReport, Policy};
@@ -37,12 +34,11 @@ use crate::stats::BusStats;
 use crate::subscription::{EndReason, Queue};
 use crate::sync::lock;
 use crate::system::{DeadLetter, EventDropped};
+use crate::table::TopicTable;
 use crate::topic::{AnyTopic, Full, Payload, Sender, Topic, Unsent};
 
 /// Gets (creating if needed) the topic of one event type, type-erased.
 pub(crate) type TopicOf = fn(&Bus) -> Arc<dyn AnyTopic>;
-
-type TopicMap = HashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>;
 
 /// How a scope configures the bus it owns.
 pub(crate) struct BusConfig {
@@ -76,20 +72,16 @@ impl BusConfig {
 }
 
 pub(crate) struct Bus {
-    topics: RwLock<TopicMap>,
+    topics: TopicTable,
     on_drop: Option<DropCallback>,
     /// Publish a `DeadLetter` for every event that reaches no subscription.
     dead_letters: bool,
     /// Sends of types that never had a subscriber (they have no topic).
     unrouted: AtomicU64,
-    /// One bit per `TypeId` hash (mod 64), set before a topic of that type becomes visible and
-    /// never cleared: a clear bit proves the type has no topic, so the send skips the map's
-    /// lock (the common "nobody ever listened to this" case, system events included).
-    maybe_topic: AtomicU64,
     /// Taken by the fan-out of types that have multi-type subscribers or taps (see `topic.rs`).
     order: Mutex<()>,
-    /// Taps: attached to every topic, including topics created later. Written under the map's
-    /// write lock, so a new topic and a new tap always meet.
+    /// Taps: attached to every topic, including topics created later. Written under the
+    /// table's writer lock, so a new topic and a new tap always meet.
     taps: Mutex<Vec<Weak<Queue<AnyEnvelope>>>>,
     has_taps: AtomicBool,
     seq: AtomicU64,
@@ -108,11 +100,10 @@ impl Bus {
             held_capacity,
         } = config;
         Self {
-            topics: RwLock::new(TopicMap::default()),
+            topics: TopicTable::new(),
             on_drop,
             dead_letters,
             unrouted: AtomicU64::new(0),
-            maybe_topic: AtomicU64::new(0),
             order: Mutex::new(()),
             taps: Mutex::new(Vec::new()),
             has_taps: AtomicBool::new(false),
@@ -193,10 +184,10 @@ impl Bus {
             event
         };
         if topic.is_none()
+            && self.topics.get(TypeId::of::<E>()).is_none()
             && !self.has_taps.load(Ordering::Acquire)
-            && self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0
         {
-            // No topic can exist for `E`: nothing to look up, nothing to allocate, no owner.
+            // `E` has no topic: nothing to allocate, no owner, no lock taken.
             self.unrouted.fetch_add(1, Ordering::Relaxed);
             drop(event);
             if self.dead_letters && TypeId::of::<E>() != TypeId::of::<DeadLetter>() {
@@ -245,12 +236,7 @@ impl Bus {
         if !matches!(sender, Sender::Library) || topic.is_some() {
             return true;
         }
-        self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() != 0
-            && self
-                .topics
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&TypeId::of::<E>())
+        self.topics.get(TypeId::of::<E>()).is_some()
     }
 
     /// Why `sender` may not send `E` now (checked before a paused bus holds the event).
@@ -262,11 +248,7 @@ impl Bus {
         if let Some(topic) = topic {
             return topic.refuses(sender);
         }
-        if self.maybe_topic.load(Ordering::Acquire) & type_bit::<E>() == 0 {
-            return None; // no topic, so no owner
-        }
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        let topic = topics.get(&TypeId::of::<E>())?;
+        let topic = self.topics.get(TypeId::of::<E>())?; // no topic, so no owner
         downcast::<E>(topic.as_ref()).refuses(sender)
     }
 
@@ -309,8 +291,7 @@ impl Bus {
                 // A tap sees every type: make sure this one has a topic (someone listens).
                 drop(self.topic::<E>());
             }
-            let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-            match topics.get(&TypeId::of::<E>()) {
+            match self.topics.get(TypeId::of::<E>()) {
                 None => {
                     self.unrouted.fetch_add(1, Ordering::Relaxed);
                     (Ok(0), Unsent::Payload(payload))
@@ -382,13 +363,7 @@ impl Bus {
 
     /// A snapshot of the bus's counters.
     pub(crate) fn stats(&self) -> BusStats {
-        let topics: Vec<Arc<dyn AnyTopic>> = self
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.topics.all();
         let types = topics.iter().map(|topic| topic.stats()).collect();
         let (held, dropped_held) = self.pause.counts();
         BusStats::new(
@@ -440,7 +415,7 @@ impl Bus {
     /// Attaches a new tap: to every topic now, and to every topic created later.
     pub(crate) fn tap(&self, policy: Policy) -> Option<Arc<Queue<AnyEnvelope>>> {
         let queue = Arc::new(Queue::new(self.next_id(), policy));
-        let map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.topics.writer();
         if self.is_closed() {
             return None;
         }
@@ -449,8 +424,8 @@ impl Bus {
         taps.push(Arc::downgrade(&queue));
         self.has_taps.store(true, Ordering::Release);
         drop(taps);
-        for topic in map.values() {
-            topic.clone().attach_erased(&queue);
+        for topic in self.topics.all() {
+            topic.attach_erased(&queue);
         }
         Some(queue)
     }
@@ -463,34 +438,26 @@ impl Bus {
     /// The topic of `E`, created if missing.
     pub(crate) fn topic<E: Send + Sync + 'static>(&self) -> Arc<Topic<E>> {
         let key = TypeId::of::<E>();
-        if let Some(topic) = self
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
+        if let Some(topic) = self.topics.get(key) {
             return downcast_arc(topic);
         }
-        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(topic) = topics.get(&key) {
+        let writer = self.topics.writer();
+        if let Some(topic) = self.topics.get(key) {
             return downcast_arc(topic);
         }
         let topic = Arc::new(Topic::<E>::new(self.is_closed()));
         for tap in lock(&self.taps).iter().filter_map(Weak::upgrade) {
             topic.clone().attach_erased(&tap);
         }
-        topics.insert(key, topic.clone());
-        // Before the topic can have a subscriber (we still hold the write lock): any send that
-        // happens after a `subscribe()` returned sees the bit.
-        self.maybe_topic
-            .fetch_or(type_bit::<E>(), Ordering::Release);
+        // Visible to senders from here on, before it can have a subscriber.
+        self.topics.insert(&writer, key, topic.clone());
         topic
     }
 
     /// First step of closing: from now on sends fail with `Closed` and new topics are created
-    /// closed. Set under the write lock so that no topic is created open after it.
+    /// closed. Set under the table's writer lock so that no topic is created open after it.
     pub(crate) fn mark_closed(&self) {
-        let _map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.topics.writer();
         self.closed.store(true, Ordering::Release);
     }
 
@@ -498,10 +465,10 @@ impl Bus {
     /// with [`EndReason::BusClosed`] after yielding what it holds, later subscriptions are
     /// created ended.
     pub(crate) fn close(&self) {
-        let topics: Vec<Arc<dyn AnyTopic>> = {
-            let map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let topics = {
+            let _writer = self.topics.writer();
             self.closed.store(true, Ordering::Release);
-            map.values().cloned().collect()
+            self.topics.all()
         };
         for topic in topics {
             topic.close(EndReason::BusClosed);
@@ -522,39 +489,6 @@ fn downcast<E: Send + Sync + 'static>(topic: &dyn AnyTopic) -> &Topic<E> {
 fn downcast_arc<E: Send + Sync + 'static>(topic: &Arc<dyn AnyTopic>) -> Arc<Topic<E>> {
     let any: Arc<dyn Any + Send + Sync> = topic.clone();
     any.downcast::<Topic<E>>().expect(KEYED_BY_TYPE)
-}
-
-/// The bit of `E` in `Bus::maybe_topic`.
-fn type_bit<E: 'static>() -> u64 {
-    let mut hasher = TypeIdHasher::default();
-    TypeId::of::<E>().hash(&mut hasher);
-    1 << (hasher.finish() % 64)
-}
-
-/// A hasher for `TypeId` keys: a `TypeId` is already a high-quality hash, so use its bits.
-#[derive(Default)]
-pub(crate) struct TypeIdHasher(u64);
-
-impl Hasher for TypeIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `TypeId` today; fold the bytes in so any other use still hashes well.
-        for &byte in bytes {
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 ^= value;
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 ^= value as u64 ^ (value >> 64) as u64;
-    }
 }
 
 /// `send_wait` for any sender: retries `attempt` each time a full subscription (or a full held

@@ -55,6 +55,7 @@ mod stats;
 mod subscription;
 mod sync;
 mod system;
+mod table;
 mod topic;
 
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};

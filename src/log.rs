@@ -192,7 +192,7 @@ impl<E> LogWriter<E> {
 
     /// Appends `envelope` for every reader; returns a retired segment to drop after the lock.
     /// The caller then wakes the parked readers ([`Waiters::after_write`]).
-    pub(crate) fn write(&mut self, envelope: &Envelope<E>) -> Option<Arc<Segment<E>>> {
+    pub(crate) fn write(&mut self, envelope: Envelope<E>) -> Option<Arc<Segment<E>>> {
         let tail = self.tail.as_ref().expect("a log with readers has a tail");
         let mut retired = None;
         if self.at == SEGMENT {
@@ -202,7 +202,7 @@ impl<E> LogWriter<E> {
             self.at = 0;
         }
         let tail = self.tail.as_ref().expect("just set");
-        let _ = tail.slots[self.at].set(envelope.clone());
+        let _ = tail.slots[self.at].set(envelope);
         self.at += 1;
         self.next += 1;
         retired

@@ -15,7 +15,7 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use crate::bus::TypeIdHasher;
+use crate::table::TypeIdHasher;
 
 type Value = Arc<dyn Any + Send + Sync>;
 

@@ -143,7 +143,7 @@ pub(crate) enum Unsent<E> {
     Payload(Payload<E>),
     /// The sender's own handle (the last one if no queue accepted the event), and the log
     /// segment the send retired, if any.
-    Envelope(Envelope<E>, Option<Arc<Segment<E>>>),
+    Envelope(Option<Envelope<E>>, Option<Arc<Segment<E>>>),
 }
 
 /// The type-erased face of a topic, for what the bus does to all topics alike.
@@ -270,13 +270,6 @@ impl<E: Send + Sync + 'static> Topic<E> {
         let ordered = (!inner.erased.is_empty()).then(|| lock(order));
         envelope.set_seq(next_seq());
         let mut accepted = 0;
-        let mut retired = None;
-        if !inner.log.readers.is_empty() {
-            // Every default subscription at once: one slot, whatever their number.
-            retired = inner.log.write(&envelope);
-            self.waiters.after_write(&mut wakers);
-            accepted += inner.log.readers.len();
-        }
         for queue in &inner.subs {
             accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
         }
@@ -294,6 +287,16 @@ impl<E: Send + Sync + 'static> Topic<E> {
                 drops.evicted.push(oldest.into());
             }
         }
+        // Last, so that the log takes the sender's handle instead of a clone.
+        let (kept, retired) = if inner.log.readers.is_empty() {
+            (Some(envelope), None)
+        } else {
+            // Every default subscription at once: one slot, whatever their number.
+            accepted += inner.log.readers.len();
+            let retired = inner.log.write(envelope);
+            self.waiters.after_write(&mut wakers);
+            (None, retired)
+        };
         let counts = &mut inner.counts;
         counts.sent += 1;
         counts.delivered += accepted as u64;
@@ -303,7 +306,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
         counts.superseded += drops.superseded;
         drop(inner);
         wakers.wake_all();
-        (Ok(accepted), Unsent::Envelope(envelope, retired))
+        (Ok(accepted), Unsent::Envelope(kept, retired))
     }
 
     /// Adds a queue — first preloaded with the retained events if its policy asks for replay,
