@@ -1,9 +1,11 @@
 //! [`Subscription<E>`]: one subscriber's queue on a bus, read as a `Stream`.
 //!
-//! Design: every subscription owns a queue ([`Queue`]) that the topic of its type pushes
-//! envelopes into. Per-subscription queues (rather than one shared log per type) let each
-//! subscriber choose its own delivery policy and let one queue be fed by several types later,
-//! while the topic lock held during fan-out keeps one total order per bus and type.
+//! Design: a default subscription (unbounded, lossless) reads its type's shared log
+//! (`log.rs`): a send writes one slot for all of them. A subscription with a delivery policy,
+//! and a multi-type one, owns a queue ([`Queue`]) that the topic pushes envelopes into, so that
+//! each can apply its own capacity and overflow rule; the topic lock held during the fan-out
+//! keeps one total order per bus and type for both kinds. This module holds the queues, the
+//! [`Reader`] of a queue, and [`Subscription`], which reads either.
 //!
 //! Invariants:
 //! - A queue accepts events until it is *ended* (`end` set); after that it only yields what it

@@ -1,12 +1,13 @@
 //! [`Topic<E>`]: the subscribers of one event type on one bus, and the fan-out.
 //!
 //! Invariants:
-//! - A send assigns the envelope's sequence number and pushes it into every live queue while
-//!   holding `inner`: sends of one type are serialised, so every subscription of the type sees
-//!   the same order (the send order), whatever threads the senders run on.
-//! - `live` mirrors `inner.subs.len()`, plus one while the type retains events (updated under
-//!   the lock), so that a send with nothing to do returns without locking and without
-//!   allocating.
+//! - A send assigns the envelope's sequence number, pushes it into every live queue and appends
+//!   it to the shared log of the default subscriptions (`log.rs`), all while holding `inner`:
+//!   sends of one type are serialised, so every subscription of the type sees the same order
+//!   (the send order), whatever threads the senders run on.
+//! - `live` mirrors the number of queues and log readers, plus one while the type retains
+//!   events (updated under the lock), so that a send with nothing to do returns without
+//!   locking and without allocating.
 //! - Retained envelopes are appended in the same critical section as the fan-out, and a
 //!   replaying queue is preloaded in the critical section that attaches it: replay then live,
 //!   no gap, no duplicate.
