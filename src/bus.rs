@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
-use crate::delivery::{DropCallback, DropLog, DropReport, Policy};
+use crate::delivery::{DropCallback, DropLog, DropReport, Lost, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
 use crate::pause::{DEFAULT_HELD_CAPACITY, Hold, Pause};
@@ -303,8 +303,8 @@ impl Bus {
         // the system events it publishes may use this bus.
         drop(unsent);
         let system = TypeId::of::<E>();
-        if !drops.reports.is_empty() || !drops.evicted.is_empty() {
-            self.account(drops, origin, system != TypeId::of::<EventDropped>());
+        if let Some(lost) = drops.take() {
+            self.account(*lost, origin, system != TypeId::of::<EventDropped>());
         }
         if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
             self.dead_letter::<E>(origin);
@@ -324,9 +324,9 @@ impl Bus {
 
     /// Reports critical drops to the callback and as `EventDropped` events, and drops evicted
     /// envelopes (no lock held).
-    fn account(&self, drops: DropLog, origin: &Arc<ScopeInfo>, publish: bool) {
-        drop(drops.evicted);
-        for report in drops.reports {
+    fn account(&self, lost: Lost, origin: &Arc<ScopeInfo>, publish: bool) {
+        drop(lost.evicted);
+        for report in lost.reports {
             self.report(report, origin, publish);
         }
     }

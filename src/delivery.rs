@@ -313,7 +313,15 @@ pub(crate) struct DropLog {
     pub(crate) critical: u64,
     pub(crate) lossy: u64,
     pub(crate) superseded: u64,
-    /// One report per critical drop (allocated only when there is one).
+    /// Reports and evicted envelopes, allocated at the first one (a send that loses nothing
+    /// creates and drops an empty log: a few stores, on every send).
+    lost: Option<Box<Lost>>,
+}
+
+/// What a [`DropLog`] hands over once the locks are released.
+#[derive(Default)]
+pub(crate) struct Lost {
+    /// One report per critical drop.
     pub(crate) reports: Vec<DropReport>,
     /// Envelopes pushed out of full queues; dropped after the locks (a payload's `Drop` may
     /// use the bus).
@@ -327,9 +335,22 @@ impl DropLog {
             critical: 0,
             lossy: 0,
             superseded: 0,
-            reports: Vec::new(),
-            evicted: Vec::new(),
+            lost: None,
         }
+    }
+
+    fn lost_mut(&mut self) -> &mut Lost {
+        self.lost.get_or_insert_with(Box::default)
+    }
+
+    /// Keeps an envelope pushed out of a full queue, to be dropped after the locks.
+    pub(crate) fn evicted(&mut self, envelope: AnyEnvelope) {
+        self.lost_mut().evicted.push(envelope);
+    }
+
+    /// What to report and drop once the locks are released, if anything.
+    pub(crate) fn take(self) -> Option<Box<Lost>> {
+        self.lost
     }
 
     /// Records one event lost by a subscription with `policy`.
@@ -340,8 +361,9 @@ impl DropLog {
             self.lossy += 1;
         } else {
             self.critical += 1;
-            self.reports.push(DropReport {
-                event_type: self.event_type,
+            let event_type = self.event_type;
+            self.lost_mut().reports.push(DropReport {
+                event_type,
                 subscriber: policy.name.clone(),
                 capacity: policy.capacity,
                 paused: false,

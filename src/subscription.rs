@@ -246,7 +246,7 @@ impl<T: Item> Queue<T> {
                     if before > 0 {
                         state.gaps.front_mut().expect("just marked").1 += before;
                     }
-                    drops.evicted.push(evicted.erase());
+                    drops.evicted(evicted.erase());
                     drops.lost(&self.policy);
                 }
             }

@@ -18,7 +18,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// How many wakers a [`WakeList`] holds inline (more go to a `Vec`).
 const WAKE_INLINE: usize = 4;
 
-/// The wakers a send collects under its locks, woken after the caller has released them.
+/// The wakers a send collects under its locks, woken after the caller has released them with
+/// [`wake_all`](WakeList::wake_all). (No `Drop` that wakes: every path that pushes a waker
+/// calls `wake_all`, and the drop glue of an empty list stays a few checks on the hot path.)
 /// Small inline (creating and dropping an empty list is a few stores, on every send); a send
 /// that reaches more parked subscribers than that spills to a `Vec`, never waking under a lock.
 pub(crate) struct WakeList {
@@ -61,12 +63,6 @@ impl WakeList {
                 waker.wake();
             }
         }
-    }
-}
-
-impl Drop for WakeList {
-    fn drop(&mut self) {
-        self.wake_all();
     }
 }
 

@@ -285,7 +285,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
             inner.retained.push_back(envelope.clone());
             if inner.retained.len() > inner.retention {
                 let oldest = inner.retained.pop_front().expect("over the retention");
-                drops.evicted.push(oldest.into());
+                drops.evicted(oldest.into());
             }
         }
         // Last, so that the log takes the sender's handle instead of a clone.
