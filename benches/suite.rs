@@ -16,7 +16,8 @@
 //! - one `tokio::sync::mpsc` unbounded channel per subscriber, and one `flume` unbounded channel
 //!   per subscriber (the hand-rolled registry).
 //!
-//! Keep it under 5 minutes on 2 cores: sizes are chosen for that.
+//! Keep it under 5 minutes on 2 cores: sizes are chosen for that. `SCOPEBUS_ONLY=throughput`
+//! (or `costs`, `tasks`, `policies`, `scaling`) runs one section, for quick comparisons.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -1293,9 +1294,41 @@ fn main() {
          means scopebus is better"
     );
 
+    let only = std::env::var("SCOPEBUS_ONLY").ok();
+    let run = |section: &str| only.as_deref().is_none_or(|only| only == section);
+
+    if run("throughput") {
+        throughput(&rt);
+    }
+    if run("costs") {
+        costs(&rt);
+    }
+    if run("tasks") {
+        let rows = task_rows(&rt);
+        print_table(
+            "Tasks and scopes (mpsc column: TaskTracker / hand-rolled tracker + token; flume column: JoinSet)",
+            &[Who::Scopebus, Who::Mpsc, Who::Flume],
+            &rows,
+        );
+    }
+    if run("policies") {
+        let rows = policy_rows(&rt);
+        print_table(
+            "Lossy policies, 1 → 4 (alternative column: broadcast 1024 / tokio watch)",
+            &[Who::Scopebus, Who::Broadcast],
+            &rows,
+        );
+    }
+    if run("scaling") {
+        scaling(&rt);
+    }
+    println!("\nsuite ran in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+fn throughput(rt: &tokio::runtime::Runtime) {
     let rows = vec![
         fanout_row(
-            &rt,
+            rt,
             "1 → 1, deliveries/s",
             Fanout {
                 producers: 1,
@@ -1305,7 +1338,7 @@ fn main() {
             },
         ),
         fanout_row(
-            &rt,
+            rt,
             "1 → 16, deliveries/s",
             Fanout {
                 producers: 1,
@@ -1315,7 +1348,7 @@ fn main() {
             },
         ),
         fanout_row(
-            &rt,
+            rt,
             "4 → 4, deliveries/s",
             Fanout {
                 producers: 4,
@@ -1325,7 +1358,7 @@ fn main() {
             },
         ),
         fanout_row(
-            &rt,
+            rt,
             "burst: 100 000 events → 4, producer never yields",
             Fanout {
                 producers: 1,
@@ -1336,9 +1369,11 @@ fn main() {
         ),
     ];
     print_table("Throughput", &ALL, &rows);
+}
 
-    let mut rows = vec![no_subscriber(&rt)];
-    rows.extend(latency_rows(&rt));
+fn costs(rt: &tokio::runtime::Runtime) {
+    let mut rows = vec![no_subscriber(rt)];
+    rows.extend(latency_rows(rt));
     let contenders = [
         Who::Scopebus,
         Who::Broadcast,
@@ -1352,7 +1387,7 @@ fn main() {
         higher_is_better: false,
         figures: contenders
             .iter()
-            .map(|&who| (who, idle_bytes(&rt, who), None))
+            .map(|&who| (who, idle_bytes(rt, who), None))
             .collect(),
     };
     rows.push(idle);
@@ -1361,23 +1396,11 @@ fn main() {
         "\n(no-subscriber: the mpsc and flume columns are the hand-rolled registry, a `RwLock` \
          around an empty `Vec` of senders)"
     );
+}
 
-    let rows = task_rows(&rt);
-    print_table(
-        "Tasks and scopes (mpsc column: TaskTracker / hand-rolled tracker + token; flume column: JoinSet)",
-        &[Who::Scopebus, Who::Mpsc, Who::Flume],
-        &rows,
-    );
-
-    let rows = policy_rows(&rt);
-    print_table(
-        "Lossy policies, 1 → 4 (alternative column: broadcast 1024 / tokio watch)",
-        &[Who::Scopebus, Who::Broadcast],
-        &rows,
-    );
-
+fn scaling(rt: &tokio::runtime::Runtime) {
     println!("\n### Scaling\n");
-    let series = sweep(&rt);
+    let series = sweep(rt);
     let mut header = String::from("| subscribers |");
     let mut rule = String::from("|---|");
     for (who, _) in &series {
@@ -1400,16 +1423,15 @@ fn main() {
     println!("\nplot written to {path}");
 
     println!("\n| other types subscribed on the bus | send + read, ns |\n|---|---|");
-    for (others, ns) in send_cost_with_types(&rt) {
+    for (others, ns) in send_cost_with_types(rt) {
         println!("| {others} | {ns:.0} |");
     }
     println!("\n| sibling scopes alive on the bus | send + read, ns |\n|---|---|");
-    for (alive, ns) in send_cost_with_scopes(&rt) {
+    for (alive, ns) in send_cost_with_scopes(rt) {
         println!("| {alive} | {ns:.0} |");
     }
     println!("\n| events held by an unread subscription | heap bytes per event |\n|---|---|");
-    for (held, bytes) in unread_bytes(&rt) {
+    for (held, bytes) in unread_bytes(rt) {
         println!("| {held} | {bytes:.0} |");
     }
-    println!("\nsuite ran in {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -45,7 +45,7 @@ use crate::sync::{WakeList, lock};
 use crate::topic::{AnyTopic, Topic};
 
 /// Slots per segment.
-pub(crate) const SEGMENT: usize = 32;
+pub(crate) const SEGMENT: usize = 64;
 
 pub(crate) struct Segment<E> {
     slots: [OnceLock<Envelope<E>>; SEGMENT],
