@@ -114,6 +114,11 @@ impl AbortWatch {
         }
     }
 
+    /// `true` once the node is aborted (one atomic load).
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.node.is_aborted()
+    }
+
     /// `true` once the node is aborted; otherwise makes sure `cx`'s waker is woken on abort.
     pub(crate) fn poll_aborted(&mut self, cx: &mut Context<'_>) -> bool {
         if self.node.is_aborted() {

@@ -4,8 +4,8 @@
 //! - sets the spawning scope as the task's context (and its tracing span),
 //! - is counted by the scope's `TaskTracker` from *before* `tokio::spawn` until after the user's
 //!   future has been dropped, so the scope's exit waits for it even if it never ran,
-//! - watches the scope's abort node (one atomic load per poll) and drops the user's future when
-//!   the scope aborts,
+//! - watches the scope's abort node (one atomic load per poll; its waker is registered only
+//!   once the task first waits) and drops the user's future when the scope aborts,
 //! - catches a panic, reports it to the scope (which fails) and ends with
 //!   [`TaskError::Panicked`].
 //!
@@ -159,13 +159,15 @@ impl<F: Future> Future for TaskFuture<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.watch.poll_aborted(cx) {
+        if this.watch.is_aborted() {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         let outer = LINK.replace(Link::InTask);
         let poll = this.inner.poll(cx);
         let link = LINK.replace(outer);
-        if poll.is_pending() && link == Link::Cancel {
+        // Watch the abort only once the task waits: a task that completes on its first poll
+        // never touches the abort node's lock.
+        if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(cx)) {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         Poll::Ready(match ready!(poll) {
