@@ -11,6 +11,7 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::scope::ScopeInfo;
@@ -44,7 +45,9 @@ pub struct Envelope<E> {
 }
 
 struct Inner<E> {
-    seq: u64,
+    /// Written once, before the envelope is shared (a plain store: publishing the envelope to
+    /// other threads goes through a lock or a `OnceLock`, which orders it).
+    seq: AtomicU64,
     sent_at: SystemTime,
     origin: Arc<ScopeInfo>,
     event: E,
@@ -61,7 +64,7 @@ trait Erased: Any + Send + Sync {
 
 impl<E: Send + Sync + 'static> Erased for Inner<E> {
     fn seq(&self) -> u64 {
-        self.seq
+        self.seq.load(Ordering::Relaxed)
     }
     fn sent_at(&self) -> SystemTime {
         self.sent_at
@@ -190,7 +193,7 @@ impl<E> Envelope<E> {
     pub(crate) fn new(event: E, origin: Arc<ScopeInfo>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                seq: 0,
+                seq: AtomicU64::new(0),
                 sent_at: SystemTime::now(),
                 origin,
                 event,
@@ -198,11 +201,11 @@ impl<E> Envelope<E> {
         }
     }
 
-    /// Sets the sequence number. Only possible while this is the only handle (before fan-out).
+    /// Sets the sequence number, before fan-out. (`&mut self` documents that the envelope is
+    /// not shared yet; no `Arc::get_mut`, whose uniqueness check is an atomic read-modify-write
+    /// on every send.)
     pub(crate) fn set_seq(&mut self, seq: u64) {
-        Arc::get_mut(&mut self.inner)
-            .expect("sequence is set before the envelope is shared")
-            .seq = seq;
+        self.inner.seq.store(seq, Ordering::Relaxed);
     }
 
     /// The origin scope, shared.
@@ -218,7 +221,7 @@ impl<E> Envelope<E> {
     /// The event's sequence number on its bus: strictly increasing in send order, shared by all
     /// event types of the bus (so numbers of one type can have gaps).
     pub fn seq(&self) -> u64 {
-        self.inner.seq
+        self.inner.seq.load(Ordering::Relaxed)
     }
 
     /// The wall-clock time at which the event was sent.
