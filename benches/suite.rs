@@ -181,8 +181,8 @@ fn fanout(rt: &tokio::runtime::Runtime, who: Who, w: Fanout) -> Outcome {
             Who::Broadcast => broadcast_fanout(w, (w.producers * w.per) as usize + 1).await,
             Who::Broadcast1024 => broadcast_fanout(w, 1024).await,
             Who::AsyncBroadcast => async_broadcast_fanout(w).await,
-            Who::Mpsc => mpsc_fanout(w).await,
-            Who::Flume => flume_fanout(w).await,
+            Who::Mpsc => registry_fanout::<mpsc::UnboundedReceiver<Arc<Event>>>(w).await,
+            Who::Flume => registry_fanout::<flume::Receiver<Arc<Event>>>(w).await,
         }
     });
     Outcome {
@@ -306,11 +306,47 @@ async fn async_broadcast_fanout(w: Fanout) -> u64 {
     join_all(consumers).await.into_iter().sum()
 }
 
-async fn mpsc_fanout(w: Fanout) -> u64 {
+/// One unbounded channel per subscriber: what the hand-rolled registry is built from.
+trait PerSubscriber: Send + 'static {
+    type Tx: Send + Sync + 'static;
+    fn channel() -> (Self::Tx, Self);
+    fn send(tx: &Self::Tx, event: Arc<Event>);
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Arc<Event>>> + Send;
+}
+
+impl PerSubscriber for mpsc::UnboundedReceiver<Arc<Event>> {
+    type Tx = mpsc::UnboundedSender<Arc<Event>>;
+    fn channel() -> (Self::Tx, Self) {
+        mpsc::unbounded_channel()
+    }
+    fn send(tx: &Self::Tx, event: Arc<Event>) {
+        let _ = tx.send(event);
+    }
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Arc<Event>>> + Send {
+        mpsc::UnboundedReceiver::recv(self)
+    }
+}
+
+impl PerSubscriber for flume::Receiver<Arc<Event>> {
+    type Tx = flume::Sender<Arc<Event>>;
+    fn channel() -> (Self::Tx, Self) {
+        flume::unbounded()
+    }
+    fn send(tx: &Self::Tx, event: Arc<Event>) {
+        let _ = tx.send(event);
+    }
+    async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.recv_async().await.ok()
+    }
+}
+
+/// Fan-out through a registry of per-subscriber channels: a lock around the list of senders,
+/// one send per subscriber.
+async fn registry_fanout<R: PerSubscriber>(w: Fanout) -> u64 {
     let mut senders = Vec::new();
     let consumers: Vec<_> = (0..w.subs)
         .map(|_| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Event>>();
+            let (tx, mut rx) = R::channel();
             senders.push(tx);
             tokio::spawn(async move {
                 let mut n = 0u64;
@@ -322,7 +358,6 @@ async fn mpsc_fanout(w: Fanout) -> u64 {
             })
         })
         .collect();
-    // The hand-rolled registry: a lock around the list of senders.
     let registry = Arc::new(RwLock::new(senders));
     let producers: Vec<_> = (0..w.producers)
         .map(|_| {
@@ -334,48 +369,7 @@ async fn mpsc_fanout(w: Fanout) -> u64 {
                         if !senders.is_empty() {
                             let e = Arc::new(event(i));
                             for tx in senders.iter() {
-                                let _ = tx.send(e.clone());
-                            }
-                        }
-                    }
-                    maybe_yield(i, w.yield_every).await;
-                }
-            })
-        })
-        .collect();
-    join_all(producers).await;
-    registry.write().unwrap().clear();
-    join_all(consumers).await.into_iter().sum()
-}
-
-async fn flume_fanout(w: Fanout) -> u64 {
-    let mut senders = Vec::new();
-    let consumers: Vec<_> = (0..w.subs)
-        .map(|_| {
-            let (tx, rx) = flume::unbounded::<Arc<Event>>();
-            senders.push(tx);
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while let Ok(e) = rx.recv_async().await {
-                    black_box(&*e);
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let registry = Arc::new(RwLock::new(senders));
-    let producers: Vec<_> = (0..w.producers)
-        .map(|_| {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                for i in 0..w.per {
-                    {
-                        let senders = registry.read().unwrap();
-                        if !senders.is_empty() {
-                            let e = Arc::new(event(i));
-                            for tx in senders.iter() {
-                                let _ = tx.send(e.clone());
+                                R::send(tx, e.clone());
                             }
                         }
                     }
