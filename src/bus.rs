@@ -183,10 +183,15 @@ impl Bus {
         } else {
             event
         };
-        if topic.is_none()
-            && self.topics.get(TypeId::of::<E>()).is_none()
-            && !self.has_taps.load(Ordering::Acquire)
-        {
+        // Looked up once: `route` gets the topic it found.
+        let found = match topic {
+            Some(topic) => Some(&**topic),
+            None => self
+                .topics
+                .get(TypeId::of::<E>())
+                .map(|t| downcast::<E>(t.as_ref())),
+        };
+        if found.is_none() && !self.has_taps.load(Ordering::Acquire) {
             // `E` has no topic: nothing to allocate, no owner, no lock taken.
             self.unrouted.fetch_add(1, Ordering::Relaxed);
             drop(event);
@@ -195,7 +200,7 @@ impl Bus {
             }
             return Ok(Sent::Delivered(0));
         }
-        self.route(origin, Payload::Event(event), wait, sender, topic)
+        self.route(origin, Payload::Event(event), wait, sender, found)
             .map(Sent::Delivered)
     }
 
@@ -270,14 +275,15 @@ impl Bus {
         }
     }
 
-    /// The fan-out of one send (no pause): to `topic`, or to the type's topic if any.
+    /// The fan-out of one send (no pause): to `topic` when the caller found it, otherwise to
+    /// the type's topic if any (created first if a tap must see the type).
     fn route<E: Send + Sync + 'static>(
         &self,
         origin: &Arc<ScopeInfo>,
         payload: Payload<E>,
         wait: Option<&Waker>,
         sender: Sender,
-        topic: Option<&Arc<Topic<E>>>,
+        topic: Option<&Topic<E>>,
     ) -> Result<usize, Full<E>> {
         let mut drops = DropLog::new(std::any::type_name::<E>());
         let fan_out = |topic: &Topic<E>, payload, drops: &mut DropLog| {
