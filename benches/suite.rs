@@ -585,6 +585,16 @@ struct Stamped(Instant);
 const LATENCY_EVENTS: usize = 5_000;
 const GAP: Duration = Duration::from_micros(20);
 
+/// Sends `LATENCY_EVENTS` stamped events through `send`, one every `GAP`.
+async fn paced(mut send: impl FnMut(Stamped)) {
+    let mut next = Instant::now();
+    for _ in 0..LATENCY_EVENTS {
+        next += GAP;
+        spin_until(next).await;
+        send(Stamped(Instant::now()));
+    }
+}
+
 /// Waits until `deadline` by yielding to the runtime (timers are too coarse for 20 µs), so the
 /// reader runs while the producer waits, as it would with a real source of events.
 async fn spin_until(deadline: Instant) {
@@ -616,12 +626,10 @@ fn latency(rt: &tokio::runtime::Runtime, who: Who) -> (f64, f64) {
                         }
                         samples
                     });
-                    let mut next = Instant::now();
-                    for _ in 0..LATENCY_EVENTS {
-                        next += GAP;
-                        spin_until(next).await;
-                        ctx::send(Stamped(Instant::now()));
-                    }
+                    paced(|stamp| {
+                        ctx::send(stamp);
+                    })
+                    .await;
                     reader
                 })
                 .await
@@ -636,12 +644,10 @@ fn latency(rt: &tokio::runtime::Runtime, who: Who) -> (f64, f64) {
                     }
                     samples
                 });
-                let mut next = Instant::now();
-                for _ in 0..LATENCY_EVENTS {
-                    next += GAP;
-                    spin_until(next).await;
-                    let _ = tx.send(Arc::new(Stamped(Instant::now())));
-                }
+                paced(|stamp| {
+                    let _ = tx.send(Arc::new(stamp));
+                })
+                .await;
                 drop(tx);
                 reader.await.unwrap()
             }
@@ -654,12 +660,10 @@ fn latency(rt: &tokio::runtime::Runtime, who: Who) -> (f64, f64) {
                     }
                     samples
                 });
-                let mut next = Instant::now();
-                for _ in 0..LATENCY_EVENTS {
-                    next += GAP;
-                    spin_until(next).await;
-                    let _ = tx.try_broadcast(Arc::new(Stamped(Instant::now())));
-                }
+                paced(|stamp| {
+                    let _ = tx.try_broadcast(Arc::new(stamp));
+                })
+                .await;
                 drop(tx);
                 reader.await.unwrap()
             }
@@ -672,12 +676,10 @@ fn latency(rt: &tokio::runtime::Runtime, who: Who) -> (f64, f64) {
                     }
                     samples
                 });
-                let mut next = Instant::now();
-                for _ in 0..LATENCY_EVENTS {
-                    next += GAP;
-                    spin_until(next).await;
-                    let _ = tx.send(Arc::new(Stamped(Instant::now())));
-                }
+                paced(|stamp| {
+                    let _ = tx.send(Arc::new(stamp));
+                })
+                .await;
                 drop(tx);
                 reader.await.unwrap()
             }
@@ -690,12 +692,10 @@ fn latency(rt: &tokio::runtime::Runtime, who: Who) -> (f64, f64) {
                     }
                     samples
                 });
-                let mut next = Instant::now();
-                for _ in 0..LATENCY_EVENTS {
-                    next += GAP;
-                    spin_until(next).await;
-                    let _ = tx.send(Arc::new(Stamped(Instant::now())));
-                }
+                paced(|stamp| {
+                    let _ = tx.send(Arc::new(stamp));
+                })
+                .await;
                 drop(tx);
                 reader.await.unwrap()
             }
@@ -792,40 +792,28 @@ fn idle_bytes(rt: &tokio::runtime::Runtime, who: Who) -> f64 {
             rt.block_on(join_all(tasks));
             bytes
         }
-        Who::Mpsc => {
-            let base = live_bytes();
-            let mut senders = Vec::with_capacity(IDLE);
-            let tasks: Vec<_> = (0..IDLE)
-                .map(|_| {
-                    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Event>>();
-                    senders.push(tx);
-                    rt.spawn(async move { while rx.recv().await.is_some() {} })
-                })
-                .collect();
-            settle(rt);
-            let bytes = live_bytes() - base;
-            drop(senders);
-            rt.block_on(join_all(tasks));
-            bytes
-        }
-        Who::Flume => {
-            let base = live_bytes();
-            let mut senders = Vec::with_capacity(IDLE);
-            let tasks: Vec<_> = (0..IDLE)
-                .map(|_| {
-                    let (tx, rx) = flume::unbounded::<Arc<Event>>();
-                    senders.push(tx);
-                    rt.spawn(async move { while rx.recv_async().await.is_ok() {} })
-                })
-                .collect();
-            settle(rt);
-            let bytes = live_bytes() - base;
-            drop(senders);
-            rt.block_on(join_all(tasks));
-            bytes
-        }
+        Who::Mpsc => idle_registry_bytes::<mpsc::UnboundedReceiver<Arc<Event>>>(rt),
+        Who::Flume => idle_registry_bytes::<flume::Receiver<Arc<Event>>>(rt),
     };
     bytes as f64 / IDLE as f64
+}
+
+/// Heap bytes of `IDLE` per-subscriber channels, each read by a parked task.
+fn idle_registry_bytes<R: PerSubscriber>(rt: &tokio::runtime::Runtime) -> isize {
+    let base = live_bytes();
+    let mut senders = Vec::with_capacity(IDLE);
+    let tasks: Vec<_> = (0..IDLE)
+        .map(|_| {
+            let (tx, mut rx) = R::channel();
+            senders.push(tx);
+            rt.spawn(async move { while rx.recv().await.is_some() {} })
+        })
+        .collect();
+    settle(rt);
+    let bytes = live_bytes() - base;
+    drop(senders);
+    rt.block_on(join_all(tasks));
+    bytes
 }
 
 /// Heap bytes held per unread event by one subscription that is never read.
