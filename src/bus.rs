@@ -127,6 +127,17 @@ impl Bus {
         self.send_as(origin, event, Sender::Anyone, None)
     }
 
+    /// Publishes `event` like [`send`](Self::send), but drops it if it is refused: for
+    /// `ctx::send`, which reports the refusal without handing the event back.
+    #[inline]
+    pub(crate) fn send_or_drop<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: E,
+    ) -> Result<Sent, SendErrorKind> {
+        self.send(origin, event).map_err(|error| error.kind())
+    }
+
     /// Publishes a system event (`system.rs`) on behalf of the library. While the bus is paused,
     /// it is held only if its type has a topic (someone subscribed to it or taps the bus):
     /// otherwise it could only be undelivered, and holding it would take room from the user's

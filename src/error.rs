@@ -73,27 +73,29 @@ impl<E> fmt::Debug for SendError<E> {
 
 impl<E> fmt::Display for SendError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            SendErrorKind::NoScope => f.write_str(NO_SCOPE),
-            SendErrorKind::Closed => write!(
-                f,
-                "event `{}` not sent: the bus is closed because the scope that owns it has finished",
-                std::any::type_name::<E>()
-            ),
-            SendErrorKind::NotOwner => write!(
-                f,
-                "event `{}` not sent: it is owned by a `Producer` on this bus; send it through \
-                 the `Producer` returned by `ctx::register`, or register it with \
-                 `RegisterOptions::open()`",
-                std::any::type_name::<E>()
-            ),
-            SendErrorKind::Unregistered => write!(
-                f,
-                "event `{}` not sent: this `Producer`'s registration has ended (unregistered, \
-                 or its owner scope exited)",
-                std::any::type_name::<E>()
-            ),
-        }
+        write_send_error(f, self.kind, std::any::type_name::<E>())
+    }
+}
+
+/// What a [`SendError`] of `kind` says about an event of type `event`.
+fn write_send_error(f: &mut fmt::Formatter<'_>, kind: SendErrorKind, event: &str) -> fmt::Result {
+    match kind {
+        SendErrorKind::NoScope => f.write_str(NO_SCOPE),
+        SendErrorKind::Closed => write!(
+            f,
+            "event `{event}` not sent: the bus is closed because the scope that owns it has finished"
+        ),
+        SendErrorKind::NotOwner => write!(
+            f,
+            "event `{event}` not sent: it is owned by a `Producer` on this bus; send it through \
+             the `Producer` returned by `ctx::register`, or register it with \
+             `RegisterOptions::open()`"
+        ),
+        SendErrorKind::Unregistered => write!(
+            f,
+            "event `{event}` not sent: this `Producer`'s registration has ended (unregistered, \
+             or its owner scope exited)"
+        ),
     }
 }
 
@@ -255,6 +257,24 @@ pub(crate) fn plain_send<E>(
             SendErrorKind::NoScope => panic!("{}", no_scope_panic(function)),
             _ => panic!("`{function}`: {error}"),
         },
+    }
+}
+
+/// [`plain_send`] for an outcome whose event was dropped already (`None`: outside of a scope).
+#[track_caller]
+#[inline]
+pub(crate) fn plain_outcome<E>(
+    function: &str,
+    outcome: Option<Result<crate::Sent, SendErrorKind>>,
+) -> crate::Sent {
+    match outcome {
+        Some(Ok(sent)) => sent,
+        Some(Err(SendErrorKind::Closed)) => crate::Sent::Delivered(0),
+        Some(Err(kind)) => {
+            let error = fmt::from_fn(|f| write_send_error(f, kind, std::any::type_name::<E>()));
+            panic!("`{function}`: {error}")
+        }
+        None => panic!("{}", no_scope_panic(function)),
     }
 }
 
