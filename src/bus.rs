@@ -146,6 +146,26 @@ impl Bus {
         let _ = self.send_as(origin, event, Sender::Library, None);
     }
 
+    /// [`publish`](Self::publish), building the event only if someone could receive it: a
+    /// system event nobody subscribed to (the common case, sent on every scope start and stop)
+    /// is counted as sent and undelivered, and never allocated.
+    pub(crate) fn publish_with<E: Send + Sync + 'static>(
+        &self,
+        origin: &Arc<ScopeInfo>,
+        event: impl FnOnce() -> E,
+    ) {
+        let unheard = !self.dead_letters
+            && !self.is_closed()
+            && !self.has_taps.load(Ordering::Acquire)
+            && self.topics.get(TypeId::of::<E>()).is_none();
+        if unheard {
+            // What `send_inner` would do with no topic, minus building the event.
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.publish(origin, event());
+    }
+
     /// Publishes `event` as `sender`; `topic` is the type's topic when the caller has it (a
     /// producer), saving the map lookup.
     pub(crate) fn send_as<E: Send + Sync + 'static>(

@@ -4,6 +4,7 @@
 //! `std::error::Error` for every `E`, and hands the event back.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 /// Why [`ctx::try_send`](crate::ctx::try_send) did not publish the event.
 ///
@@ -74,6 +75,15 @@ impl<E> fmt::Debug for SendError<E> {
 impl<E> fmt::Display for SendError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_send_error(f, self.kind, std::any::type_name::<E>())
+    }
+}
+
+/// A [`SendError`]'s message without its event.
+struct Refusal<E>(SendErrorKind, PhantomData<E>);
+
+impl<E> fmt::Display for Refusal<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_send_error(f, self.0, std::any::type_name::<E>())
     }
 }
 
@@ -271,8 +281,7 @@ pub(crate) fn plain_outcome<E>(
         Some(Ok(sent)) => sent,
         Some(Err(SendErrorKind::Closed)) => crate::Sent::Delivered(0),
         Some(Err(kind)) => {
-            let error = fmt::from_fn(|f| write_send_error(f, kind, std::any::type_name::<E>()));
-            panic!("`{function}`: {error}")
+            panic!("`{function}`: {}", Refusal::<E>(kind, PhantomData))
         }
         None => panic!("{}", no_scope_panic(function)),
     }

@@ -39,11 +39,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::abort::{AbortNode, AbortWatch};
+use crate::abort::AbortNode;
 use crate::bus::{Bus, BusConfig, TopicOf};
 use crate::context;
 use crate::delivery::{DropReport, Policy};
@@ -305,6 +306,8 @@ pub(crate) struct Frame {
     pub(crate) abort: Arc<AbortNode>,
     pub(crate) span: tracing::Span,
     failed: AtomicBool,
+    /// The `run` future's waker, woken by [`fail`](Self::fail): a failure stops the body.
+    body_waker: AtomicWaker,
     /// The `run` future is being dropped (set before the body is dropped).
     cancelling: AtomicBool,
     failure: Mutex<Option<Box<dyn Any + Send>>>,
@@ -384,6 +387,7 @@ impl Frame {
             abort: parent.map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
             span,
             failed: AtomicBool::new(false),
+            body_waker: AtomicWaker::new(),
             cancelling: AtomicBool::new(false),
             failure: Mutex::new(None),
             owned: Mutex::new(Owned {
@@ -517,6 +521,7 @@ impl Frame {
         tracing::error!(parent: &self.span, "scope failed: cancelling its body and tasks");
         self.shutdown.cancel();
         self.abort.abort();
+        self.body_waker.wake();
     }
 
     /// How a registration of this scope ends when its last handle is dropped now: a producer
@@ -578,27 +583,21 @@ impl Frame {
     /// Publishes `ScopeStarted` on the parent's bus.
     fn announce_start(&self) {
         if let Some((bus, parent)) = &self.parent {
-            bus.publish(
-                &self.info,
-                ScopeStarted {
-                    scope: self.info.clone(),
-                    parent: *parent,
-                    isolated: self.isolated,
-                },
-            );
+            bus.publish_with(&self.info, || ScopeStarted {
+                scope: self.info.clone(),
+                parent: *parent,
+                isolated: self.isolated,
+            });
         }
     }
 
     /// Publishes `ScopeStopped` on the parent's bus.
     fn announce_stop(&self, outcome: ScopeOutcome) {
         if let Some((bus, _)) = &self.parent {
-            bus.publish(
-                &self.info,
-                ScopeStopped {
-                    scope: self.info.clone(),
-                    outcome,
-                },
-            );
+            bus.publish_with(&self.info, || ScopeStopped {
+                scope: self.info.clone(),
+                outcome,
+            });
         }
     }
 
@@ -661,10 +660,11 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
     let body_dropped_early = scopeguard::guard(frame.clone(), |frame| {
         frame.cancelling.store(true, Ordering::Release);
     });
-    let mut watch = AbortWatch::new(frame.abort.clone());
     let outcome = poll_fn(|cx| {
         poll_signal(&mut signal, &frame, cx);
-        if watch.poll_aborted(cx) && frame.has_failed() {
+        // Registered before looking, so a failure in between still wakes us (`fail`).
+        frame.body_waker.register(cx.waker());
+        if frame.has_failed() {
             return Poll::Ready(None);
         }
         match body.as_mut().as_pin_mut() {
@@ -673,7 +673,6 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         }
     })
     .await;
-    drop(watch);
     let output = match outcome {
         Some(Ok(value)) => Some(value),
         Some(Err(payload)) => {

@@ -196,19 +196,22 @@ struct TaskEvents {
 
 impl Drop for TaskEvents {
     fn drop(&mut self) {
-        let (bus, scope, task) = (&self.frame.bus, self.frame.info.clone(), self.task);
-        let origin = &self.frame.info;
+        let (bus, origin, task) = (&self.frame.bus, &self.frame.info, self.task);
+        let scope = || origin.clone();
         match self.outcome.take() {
-            Some(Ok(())) => bus.publish(origin, TaskFinished { scope, task }),
-            Some(Err(message)) => bus.publish(
-                origin,
-                TaskFailed {
-                    scope,
-                    task,
-                    message,
-                },
-            ),
-            None => bus.publish(origin, TaskCancelled { scope, task }),
+            Some(Ok(())) => bus.publish_with(origin, || TaskFinished {
+                scope: scope(),
+                task,
+            }),
+            Some(Err(message)) => bus.publish_with(origin, || TaskFailed {
+                scope: scope(),
+                task,
+                message,
+            }),
+            None => bus.publish_with(origin, || TaskCancelled {
+                scope: scope(),
+                task,
+            }),
         }
     }
 }
@@ -227,13 +230,10 @@ where
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
     let task = TaskId::next();
-    frame.bus.publish(
-        &frame.info,
-        TaskSpawned {
-            scope: frame.info.clone(),
-            task,
-        },
-    );
+    frame.bus.publish_with(&frame.info, || TaskSpawned {
+        scope: frame.info.clone(),
+        task,
+    });
     let task = TaskFuture {
         inner: context::scoped(frame.clone(), AssertUnwindSafe(future).catch_unwind())
             .instrument(frame.span.clone()),

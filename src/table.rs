@@ -11,8 +11,8 @@
 //! - A node is linked (its `OnceLock` set) only after it is complete, and never unlinked, so a
 //!   reader holding `&self` may keep a reference to a topic for as long as the table lives.
 //! - A type appears at most once: inserts happen under `insert` after looking the type up again.
-//! - An empty bucket proves that its types have no topic: the no-subscriber fast path of a
-//!   send is one acquire load.
+//! - An empty bucket (or no buckets yet) proves that its types have no topic: the
+//!   no-subscriber fast path of a send is two acquire loads.
 //!
 //! Lock order: `insert` is taken by the bus before any topic lock, never while one is held.
 
@@ -31,15 +31,19 @@ struct Node {
     next: OnceLock<Box<Node>>,
 }
 
+type Buckets = [OnceLock<Box<Node>>; BUCKETS];
+
 pub(crate) struct TopicTable {
-    buckets: [OnceLock<Box<Node>>; BUCKETS],
+    /// Allocated with the first topic: a bus that never gets one (a short-lived isolated
+    /// scope) costs neither the allocation nor the walk over empty buckets when dropped.
+    buckets: OnceLock<Box<Buckets>>,
     insert: Mutex<()>,
 }
 
 impl TopicTable {
     pub(crate) fn new() -> Self {
         Self {
-            buckets: std::array::from_fn(|_| OnceLock::new()),
+            buckets: OnceLock::new(),
             insert: Mutex::new(()),
         }
     }
@@ -47,7 +51,7 @@ impl TopicTable {
     /// The topic of `key`, if the type has one. Takes no lock.
     #[inline]
     pub(crate) fn get(&self, key: TypeId) -> Option<&Arc<dyn AnyTopic>> {
-        let mut node = self.buckets[bucket(key)].get()?;
+        let mut node = self.buckets.get()?[bucket(key)].get()?;
         loop {
             if node.key == key {
                 return Some(&node.topic);
@@ -74,7 +78,10 @@ impl TopicTable {
             topic,
             next: OnceLock::new(),
         });
-        let mut slot = &self.buckets[bucket(key)];
+        let buckets = self
+            .buckets
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        let mut slot = &buckets[bucket(key)];
         while let Some(existing) = slot.get() {
             slot = &existing.next;
         }
@@ -86,7 +93,10 @@ impl TopicTable {
     /// Every topic, in no particular order.
     pub(crate) fn all(&self) -> Vec<Arc<dyn AnyTopic>> {
         let mut out = Vec::new();
-        for head in &self.buckets {
+        let Some(buckets) = self.buckets.get() else {
+            return out;
+        };
+        for head in buckets.iter() {
             let mut next = head.get();
             while let Some(node) = next {
                 out.push(node.topic.clone());
