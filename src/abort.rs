@@ -100,35 +100,33 @@ impl Drop for AbortNode {
     }
 }
 
-/// One future's registration with an [`AbortNode`]: polled alongside the guarded future.
+/// One task's registration with its scope's [`AbortNode`], polled alongside the task. The
+/// node is passed in (the task reaches it through its frame) rather than kept here, to keep a
+/// parked task small.
 pub(crate) struct AbortWatch {
-    node: Arc<AbortNode>,
     registered: Option<(usize, Waker)>,
 }
 
 impl AbortWatch {
-    pub(crate) fn new(node: Arc<AbortNode>) -> Self {
-        Self {
-            node,
-            registered: None,
-        }
+    pub(crate) fn new() -> Self {
+        Self { registered: None }
     }
 
-    /// `true` once the node is aborted (one atomic load).
-    pub(crate) fn is_aborted(&self) -> bool {
-        self.node.is_aborted()
+    /// `true` once `node` is aborted (one atomic load).
+    pub(crate) fn is_aborted(&self, node: &AbortNode) -> bool {
+        node.is_aborted()
     }
 
-    /// `true` once the node is aborted; otherwise makes sure `cx`'s waker is woken on abort.
-    pub(crate) fn poll_aborted(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.node.is_aborted() {
+    /// `true` once `node` is aborted; otherwise makes sure `cx`'s waker is woken on abort.
+    pub(crate) fn poll_aborted(&mut self, node: &AbortNode, cx: &mut Context<'_>) -> bool {
+        if node.is_aborted() {
             return true;
         }
         match &self.registered {
             Some((_, waker)) if waker.will_wake(cx.waker()) => false,
             _ => {
-                let mut inner = lock(&self.node.inner);
-                if self.node.is_aborted() {
+                let mut inner = lock(&node.inner);
+                if node.is_aborted() {
                     return true;
                 }
                 let waker = cx.waker().clone();
@@ -148,12 +146,11 @@ impl AbortWatch {
             }
         }
     }
-}
 
-impl Drop for AbortWatch {
-    fn drop(&mut self) {
+    /// Deregisters from `node` (the watch's owner calls this when it is dropped).
+    pub(crate) fn release(&mut self, node: &AbortNode) {
         if let Some((key, _)) = self.registered.take() {
-            lock(&self.node.inner).wakers.remove(key);
+            lock(&node.inner).wakers.remove(key);
         }
     }
 }

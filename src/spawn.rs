@@ -20,9 +20,11 @@
 //!   `Pending` (its future is dropped, like an abort). The previous value is restored after the
 //!   poll, so a task polled from within another poll (a nested executor) cannot leak it.
 //!
-//! Invariants: fields of `TaskFuture` drop in declaration order, so `inner` (the user's future)
-//! is dropped first, then the outcome event is published, then the tracker token and the hold
-//! are released — the scope never counts a task as finished before its outcome is out.
+//! Invariants: `TaskFinished` / `TaskFailed` are published when the user's future completes
+//! (it has returned or unwound, so what it held is gone); a task dropped before completing
+//! publishes `TaskCancelled` after its future is dropped. Either way the tracker token and the
+//! hold (fields, dropped after `TaskFuture`'s own `drop`) are released last: the scope never
+//! counts a task as finished before its outcome is out.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -33,12 +35,10 @@ use std::task::{Context, Poll, ready};
 
 use futures::FutureExt;
 use futures::future::CatchUnwind;
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tokio::task::JoinHandle;
 use tokio::task::futures::TaskLocalFuture;
 use tokio_util::task::task_tracker::TaskTrackerToken;
-use tracing::Instrument;
-use tracing::instrument::Instrumented;
 
 use crate::abort::AbortWatch;
 use crate::context;
@@ -139,17 +139,24 @@ pub(crate) fn cancel_current_task() -> bool {
     })
 }
 
-type Guarded<F> = Instrumented<TaskLocalFuture<Arc<Frame>, CatchUnwind<AssertUnwindSafe<F>>>>;
+type Guarded<F> = TaskLocalFuture<Arc<Frame>, CatchUnwind<AssertUnwindSafe<F>>>;
 
 /// A user future as run by a scope (see the module documentation).
-#[pin_project]
+///
+/// Kept small: a parked task's memory is this plus the user's future. The scope's span is
+/// entered from `frame` on each poll (no clone of the span), the abort node is reached through
+/// `frame`, and the outcome is published when known rather than stored.
+#[pin_project(PinnedDrop)]
 struct TaskFuture<F: Future> {
+    /// `None` once dropped (in `drop`, inside the span and before the outcome is published).
     #[pin]
-    inner: Guarded<F>,
+    inner: Option<Guarded<F>>,
     watch: AbortWatch,
     frame: Arc<Frame>,
-    /// Publishes the task's outcome when dropped: after the user's future, before the token.
-    events: TaskEvents,
+    task: TaskId,
+    /// The outcome was published (`TaskFinished` or `TaskFailed`); otherwise dropping the task
+    /// publishes `TaskCancelled`.
+    done: bool,
     _token: TaskTrackerToken,
     _hold: Option<Arc<Hold>>,
 }
@@ -159,25 +166,44 @@ impl<F: Future> Future for TaskFuture<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.watch.is_aborted() {
+        let abort = &this.frame.abort;
+        if this.watch.is_aborted(abort) {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(TaskError::Cancelled)); // polled after completion
+        };
         let outer = LINK.replace(Link::InTask);
-        let poll = this.inner.poll(cx);
+        let poll = {
+            let _span = this.frame.span.enter();
+            inner.poll(cx)
+        };
         let link = LINK.replace(outer);
         // Watch the abort only once the task waits: a task that completes on its first poll
         // never touches the abort node's lock.
-        if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(cx)) {
+        if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(abort, cx)) {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
+        let (bus, origin, task) = (&this.frame.bus, &this.frame.info, *this.task);
         Poll::Ready(match ready!(poll) {
             Ok(value) => {
-                this.events.outcome = Some(Ok(()));
+                // The user's future has returned: everything it held is gone already.
+                *this.done = true;
+                bus.publish_with(origin, || TaskFinished {
+                    scope: origin.clone(),
+                    task,
+                });
                 Ok(value)
             }
             Err(payload) => {
+                // Unwound: likewise, its locals were dropped by the panic.
                 let message = panic_message(&*payload);
-                this.events.outcome = Some(Err(message.clone()));
+                *this.done = true;
+                bus.publish_with(origin, || TaskFailed {
+                    scope: origin.clone(),
+                    task,
+                    message: message.clone(),
+                });
                 this.frame.fail(payload);
                 Err(TaskError::Panicked(message))
             }
@@ -185,33 +211,24 @@ impl<F: Future> Future for TaskFuture<F> {
     }
 }
 
-/// Publishes a task's outcome on its scope's bus when dropped: `TaskFinished`, `TaskFailed`,
-/// or — if the task never completed (aborted) — `TaskCancelled`.
-struct TaskEvents {
-    frame: Arc<Frame>,
-    task: TaskId,
-    /// `Ok` for a value, `Err(message)` for a panic, `None` if cancelled.
-    outcome: Option<Result<(), String>>,
-}
-
-impl Drop for TaskEvents {
-    fn drop(&mut self) {
-        let (bus, origin, task) = (&self.frame.bus, &self.frame.info, self.task);
-        let scope = || origin.clone();
-        match self.outcome.take() {
-            Some(Ok(())) => bus.publish_with(origin, || TaskFinished {
-                scope: scope(),
+#[pinned_drop]
+impl<F: Future> PinnedDrop for TaskFuture<F> {
+    /// Drops the user's future inside the scope's span, then publishes `TaskCancelled` if the
+    /// task never completed. The tracker token and the hold are released after this (they are
+    /// fields), so the scope never counts the task as gone before its outcome is out.
+    fn drop(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        {
+            let _span = this.frame.span.enter();
+            this.inner.set(None);
+        }
+        this.watch.release(&this.frame.abort);
+        if !*this.done {
+            let (origin, task) = (&this.frame.info, *this.task);
+            this.frame.bus.publish_with(origin, || TaskCancelled {
+                scope: origin.clone(),
                 task,
-            }),
-            Some(Err(message)) => bus.publish_with(origin, || TaskFailed {
-                scope: scope(),
-                task,
-                message,
-            }),
-            None => bus.publish_with(origin, || TaskCancelled {
-                scope: scope(),
-                task,
-            }),
+            });
         }
     }
 }
@@ -235,15 +252,14 @@ where
         task,
     });
     let task = TaskFuture {
-        inner: context::scoped(frame.clone(), AssertUnwindSafe(future).catch_unwind())
-            .instrument(frame.span.clone()),
-        watch: AbortWatch::new(frame.abort.clone()),
+        inner: Some(context::scoped(
+            frame.clone(),
+            AssertUnwindSafe(future).catch_unwind(),
+        )),
+        watch: AbortWatch::new(),
         frame: frame.clone(),
-        events: TaskEvents {
-            frame: frame.clone(),
-            task,
-            outcome: None,
-        },
+        task,
+        done: false,
         _token: frame.tasks.token(),
         _hold: frame.hold(),
     };
