@@ -100,16 +100,20 @@ impl Drop for AbortNode {
     }
 }
 
-/// One task's registration with its scope's [`AbortNode`], polled alongside the task. The
-/// node is passed in (the task reaches it through its frame) rather than kept here, to keep a
-/// parked task small.
+/// One task's registration with its scope's [`AbortNode`], polled alongside the task.
+///
+/// Kept to one word, since every parked task carries one: the node is passed in (the task
+/// reaches it through its frame), and the waker is registered once, on the first poll that
+/// waits, and never compared again — a `tokio` task is always polled with a waker for itself,
+/// and the watch is only used by `TaskFuture`, which is always a `tokio` task of its own.
 pub(crate) struct AbortWatch {
-    registered: Option<(usize, Waker)>,
+    /// The waker's key in the node's slab, once registered.
+    key: Option<usize>,
 }
 
 impl AbortWatch {
     pub(crate) fn new() -> Self {
-        Self { registered: None }
+        Self { key: None }
     }
 
     /// `true` once `node` is aborted (one atomic load).
@@ -117,39 +121,25 @@ impl AbortWatch {
         node.is_aborted()
     }
 
-    /// `true` once `node` is aborted; otherwise makes sure `cx`'s waker is woken on abort.
+    /// `true` once `node` is aborted; otherwise makes sure the task is woken on abort.
     pub(crate) fn poll_aborted(&mut self, node: &AbortNode, cx: &mut Context<'_>) -> bool {
         if node.is_aborted() {
             return true;
         }
-        match &self.registered {
-            Some((_, waker)) if waker.will_wake(cx.waker()) => false,
-            _ => {
-                let mut inner = lock(&node.inner);
-                if node.is_aborted() {
-                    return true;
-                }
-                let waker = cx.waker().clone();
-                match &mut self.registered {
-                    Some((key, old)) => {
-                        if let Some(slot) = inner.wakers.get_mut(*key) {
-                            *slot = waker.clone();
-                        }
-                        *old = waker;
-                    }
-                    None => {
-                        let key = inner.wakers.insert(waker.clone());
-                        self.registered = Some((key, waker));
-                    }
-                }
-                false
-            }
+        if self.key.is_some() {
+            return false;
         }
+        let mut inner = lock(&node.inner);
+        if node.is_aborted() {
+            return true;
+        }
+        self.key = Some(inner.wakers.insert(cx.waker().clone()));
+        false
     }
 
     /// Deregisters from `node` (the watch's owner calls this when it is dropped).
     pub(crate) fn release(&mut self, node: &AbortNode) {
-        if let Some((key, _)) = self.registered.take() {
+        if let Some(key) = self.key.take() {
             lock(&node.inner).wakers.remove(key);
         }
     }

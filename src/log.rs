@@ -78,6 +78,10 @@ impl<E> Drop for Segment<E> {
 /// The shared state of one reader: what the topic needs to end it.
 pub(crate) struct Cursor {
     pub(crate) id: u64,
+    /// The subscription's name and whether it is linked (here rather than in the reader, which
+    /// lives in the subscriber's task and is kept small).
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) linked: bool,
     /// The log position at which the reader ends (`u64::MAX`: not ended).
     end_at: AtomicU64,
     reason: OnceLock<EndReason>,
@@ -253,16 +257,14 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
     topic: Arc<Topic<E>>,
     cursor: Arc<Cursor>,
     segment: Arc<Segment<E>>,
-    /// The slot of `segment` to read next.
-    at: usize,
     /// The log position to read next.
     pos: u64,
-    /// Replayed (retained) events, read before the log.
-    local: VecDeque<Envelope<E>>,
+    /// Replayed (retained) events, read before the log; boxed, as most readers replay nothing.
+    local: Option<Box<VecDeque<Envelope<E>>>>,
     /// The generation and waker this reader last parked with.
     registered: Option<(u64, Waker)>,
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) linked: bool,
+    /// The slot of `segment` to read next (at most `SEGMENT`).
+    at: u32,
 }
 
 impl<E: Send + Sync + 'static> LogReader<E> {
@@ -276,6 +278,8 @@ impl<E: Send + Sync + 'static> LogReader<E> {
         let me: Arc<dyn AnyTopic> = topic.clone();
         let cursor = Arc::new(Cursor {
             id,
+            name,
+            linked,
             end_at: AtomicU64::new(u64::MAX),
             reason: OnceLock::new(),
             topic: Arc::downgrade(&me),
@@ -285,17 +289,18 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             topic,
             cursor,
             segment,
-            at,
             pos,
-            local: VecDeque::new(),
+            local: None,
             registered: None,
-            name,
-            linked,
+            at: u32::try_from(at).expect("a slot index fits"),
         }
     }
 
     pub(crate) fn preload(&mut self, retained: impl Iterator<Item = Envelope<E>>) {
-        self.local.extend(retained);
+        let retained: VecDeque<_> = retained.collect();
+        if !retained.is_empty() {
+            self.local = Some(Box::new(retained));
+        }
     }
 
     pub(crate) fn cursor(&self) -> &Arc<Cursor> {
@@ -309,15 +314,18 @@ impl<E: Send + Sync + 'static> LogReader<E> {
         &mut self,
         waker: Option<&Waker>,
     ) -> Poll<Result<Envelope<E>, EndReason>> {
-        if let Some(envelope) = self.local.pop_front() {
-            return Poll::Ready(Ok(envelope));
+        if let Some(local) = &mut self.local {
+            match local.pop_front() {
+                Some(envelope) => return Poll::Ready(Ok(envelope)),
+                None => self.local = None,
+            }
         }
         loop {
             if self.pos >= self.cursor.end_at.load(Ordering::Acquire) {
                 let reason = *self.cursor.reason.get().expect("set before end_at");
                 return Poll::Ready(Err(reason));
             }
-            if self.at == SEGMENT {
+            if self.at as usize == SEGMENT {
                 match self.segment.next.get() {
                     Some(next) => {
                         // May free the segment we leave: no lock is held here.
@@ -332,7 +340,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
                     }
                 }
             }
-            if let Some(envelope) = self.segment.slots[self.at].get() {
+            if let Some(envelope) = self.segment.slots[self.at as usize].get() {
                 self.at += 1;
                 self.pos += 1;
                 return Poll::Ready(Ok(envelope.clone()));
@@ -354,7 +362,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             .waiters()
             .register(self.cursor.id, waker, &mut self.registered);
         self.pos >= self.cursor.end_at.load(Ordering::Acquire)
-            || match self.segment.slots.get(self.at) {
+            || match self.segment.slots.get(self.at as usize) {
                 Some(slot) => slot.get().is_some(),
                 None => self.segment.next.get().is_some(),
             }
@@ -364,7 +372,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
     pub(crate) fn len(&self) -> usize {
         let written = self.topic.log_position();
         let end = self.cursor.end_at.load(Ordering::Acquire).min(written);
-        self.local.len() + end.saturating_sub(self.pos) as usize
+        self.local.as_ref().map_or(0, |local| local.len()) + end.saturating_sub(self.pos) as usize
     }
 }
 

@@ -635,7 +635,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
     fn name(&self) -> Option<&str> {
         match self {
             Feed::Queue(reader) => reader.name(),
-            Feed::Log(reader) => reader.name.as_deref(),
+            Feed::Log(reader) => reader.cursor().name.as_deref(),
         }
     }
 
@@ -677,7 +677,10 @@ impl<E: Send + Sync + 'static> Feed<E> {
             Poll::Ready(Ok(item)) => Poll::Ready(Some(item)),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(reason)) => {
-                if reader.linked && reason.is_abnormal() && crate::spawn::cancel_current_task() {
+                if reader.cursor().linked
+                    && reason.is_abnormal()
+                    && crate::spawn::cancel_current_task()
+                {
                     // Linked: the consuming task is cancelled rather than shown the end.
                     return Poll::Pending;
                 }

@@ -101,10 +101,6 @@ impl<T> Slab<T> {
         value
     }
 
-    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
-        self.entries.get_mut(key)?.as_mut()
-    }
-
     /// Removes and returns every value.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> {
         self.free.clear();
