@@ -260,6 +260,10 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
     /// The log position to read next.
     pos: u64,
     /// Replayed (retained) events, read before the log; boxed, as most readers replay nothing.
+    #[expect(
+        clippy::box_collection,
+        reason = "one word in every reader instead of four, for a buffer that is rarely used"
+    )]
     local: Option<Box<VecDeque<Envelope<E>>>>,
     /// The generation and waker this reader last parked with.
     registered: Option<(u64, Waker)>,
