@@ -341,7 +341,7 @@ impl Bus {
         drop(unsent);
         let system = TypeId::of::<E>();
         if let Some(lost) = drops.take() {
-            self.account(*lost, origin, system != TypeId::of::<EventDropped>());
+            self.account(lost, origin, system != TypeId::of::<EventDropped>());
         }
         if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
             self.dead_letter::<E>(origin);
@@ -362,8 +362,7 @@ impl Bus {
     /// Reports critical drops to the callback and as `EventDropped` events, and drops evicted
     /// envelopes (no lock held).
     fn account(&self, lost: Lost, origin: &Arc<ScopeInfo>, publish: bool) {
-        drop(lost.evicted);
-        for report in lost.reports {
+        for report in lost.into_reports() {
             self.report(report, origin, publish);
         }
     }

@@ -313,19 +313,44 @@ pub(crate) struct DropLog {
     pub(crate) critical: u64,
     pub(crate) lossy: u64,
     pub(crate) superseded: u64,
-    /// Reports and evicted envelopes, allocated at the first one (a send that loses nothing
-    /// creates and drops an empty log: a few stores, on every send).
-    lost: Option<Box<Lost>>,
+    /// Reports and evicted envelopes. Nothing here allocates until it is needed: a send that
+    /// loses nothing creates and drops an empty log (a few stores), and the first evicted
+    /// envelopes are kept inline, since a fan-out to keep-latest or drop-oldest subscriptions
+    /// evicts one per subscription on every send.
+    lost: Lost,
 }
 
+/// How many evicted envelopes a [`DropLog`] keeps without allocating.
+const INLINE_EVICTED: usize = 4;
+
 /// What a [`DropLog`] hands over once the locks are released.
-#[derive(Default)]
 pub(crate) struct Lost {
     /// One report per critical drop.
-    pub(crate) reports: Vec<DropReport>,
+    reports: Vec<DropReport>,
     /// Envelopes pushed out of full queues; dropped after the locks (a payload's `Drop` may
-    /// use the bus).
-    pub(crate) evicted: Vec<AnyEnvelope>,
+    /// use the bus). `evicted[..inline]`, then `more`.
+    evicted: [Option<AnyEnvelope>; INLINE_EVICTED],
+    inline: usize,
+    more: Vec<AnyEnvelope>,
+}
+
+impl Lost {
+    fn is_empty(&self) -> bool {
+        self.reports.is_empty() && self.inline == 0
+    }
+
+    /// Drops the evicted envelopes (no lock may be held: a payload's `Drop` may use the bus)
+    /// and hands back the reports.
+    pub(crate) fn into_reports(self) -> Vec<DropReport> {
+        let Lost {
+            reports,
+            evicted,
+            more,
+            ..
+        } = self;
+        drop((evicted, more));
+        reports
+    }
 }
 
 impl DropLog {
@@ -335,22 +360,30 @@ impl DropLog {
             critical: 0,
             lossy: 0,
             superseded: 0,
-            lost: None,
+            lost: Lost {
+                reports: Vec::new(),
+                evicted: [const { None }; INLINE_EVICTED],
+                inline: 0,
+                more: Vec::new(),
+            },
         }
-    }
-
-    fn lost_mut(&mut self) -> &mut Lost {
-        self.lost.get_or_insert_with(Box::default)
     }
 
     /// Keeps an envelope pushed out of a full queue, to be dropped after the locks.
     pub(crate) fn evicted(&mut self, envelope: AnyEnvelope) {
-        self.lost_mut().evicted.push(envelope);
+        let lost = &mut self.lost;
+        match lost.evicted.get_mut(lost.inline) {
+            Some(slot) => {
+                *slot = Some(envelope);
+                lost.inline += 1;
+            }
+            None => lost.more.push(envelope),
+        }
     }
 
     /// What to report and drop once the locks are released, if anything.
-    pub(crate) fn take(self) -> Option<Box<Lost>> {
-        self.lost
+    pub(crate) fn take(self) -> Option<Lost> {
+        (!self.lost.is_empty()).then_some(self.lost)
     }
 
     /// Records one event lost by a subscription with `policy`.
@@ -362,7 +395,7 @@ impl DropLog {
         } else {
             self.critical += 1;
             let event_type = self.event_type;
-            self.lost_mut().reports.push(DropReport {
+            self.lost.reports.push(DropReport {
                 event_type,
                 subscriber: policy.name.clone(),
                 capacity: policy.capacity,
