@@ -340,8 +340,12 @@ impl Bus {
         // the system events it publishes may use this bus.
         drop(unsent);
         let system = TypeId::of::<E>();
-        if let Some(lost) = drops.take() {
-            self.account(lost, origin, system != TypeId::of::<EventDropped>());
+        if drops.has_loss() {
+            self.account(
+                drops.into_lost(),
+                origin,
+                system != TypeId::of::<EventDropped>(),
+            );
         }
         if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
             self.dead_letter::<E>(origin);

@@ -335,6 +335,7 @@ pub(crate) struct Lost {
 }
 
 impl Lost {
+    #[inline]
     fn is_empty(&self) -> bool {
         self.reports.is_empty() && self.inline == 0
     }
@@ -381,9 +382,15 @@ impl DropLog {
         }
     }
 
-    /// What to report and drop once the locks are released, if anything.
-    pub(crate) fn take(self) -> Option<Lost> {
-        (!self.lost.is_empty()).then_some(self.lost)
+    /// Whether the send lost anything to report or drop (checked before moving the log).
+    #[inline]
+    pub(crate) fn has_loss(&self) -> bool {
+        !self.lost.is_empty()
+    }
+
+    /// What to report and drop once the locks are released.
+    pub(crate) fn into_lost(self) -> Lost {
+        self.lost
     }
 
     /// Records one event lost by a subscription with `policy`.
