@@ -50,9 +50,16 @@ use crate::topic::{AnyTopic, Topic};
 /// fast bins the freed envelopes sit in — 15 % of the instructions of a 1 → 1 run.
 pub(crate) const SEGMENT: usize = 62;
 
-/// The size of one segment's allocation, checked against the cache limit in the tests.
-#[cfg(test)]
-const SEGMENT_ALLOCATION: usize = std::mem::size_of::<Segment<u64>>() + 2 * size_of::<usize>();
+// Checked at compile time: a segment's allocation (two `Arc` counts and the segment) fits
+// glibc's per-thread cache, whatever the event type (a slot holds a pointer).
+const _: () = {
+    let allocation = size_of::<Segment<u64>>() + 2 * size_of::<usize>();
+    assert!(
+        allocation <= 1032,
+        "a log segment no longer fits the allocator's thread cache"
+    );
+    assert!(size_of::<Segment<u64>>() == size_of::<Segment<[u8; 4096]>>());
+};
 
 pub(crate) struct Segment<E> {
     slots: [OnceLock<Envelope<E>>; SEGMENT],
@@ -390,21 +397,5 @@ impl<E: Send + Sync + 'static> LogReader<E> {
 impl<E: Send + Sync + 'static> Drop for LogReader<E> {
     fn drop(&mut self) {
         self.topic.remove(self.cursor.id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_segment_fits_the_allocator_thread_cache() {
-        // glibc serves requests up to 1032 bytes from its per-thread cache; a slot holds a
-        // pointer whatever the event type, so this holds for every `E`.
-        assert!(SEGMENT_ALLOCATION <= 1032, "{SEGMENT_ALLOCATION} bytes");
-        assert_eq!(
-            std::mem::size_of::<Segment<u64>>(),
-            std::mem::size_of::<Segment<[u8; 4096]>>()
-        );
     }
 }
