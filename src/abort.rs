@@ -116,11 +116,6 @@ impl AbortWatch {
         Self { key: None }
     }
 
-    /// `true` once `node` is aborted (one atomic load).
-    pub(crate) fn is_aborted(&self, node: &AbortNode) -> bool {
-        node.is_aborted()
-    }
-
     /// `true` once `node` is aborted; otherwise makes sure the task is woken on abort.
     pub(crate) fn poll_aborted(&mut self, node: &AbortNode, cx: &mut Context<'_>) -> bool {
         if node.is_aborted() {

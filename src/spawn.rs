@@ -167,7 +167,7 @@ impl<F: Future> Future for TaskFuture<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let abort = &this.frame.abort;
-        if this.watch.is_aborted(abort) {
+        if abort.is_aborted() {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         let Some(inner) = this.inner.as_pin_mut() else {
