@@ -260,14 +260,7 @@ pub(crate) fn plain_send<E>(
     function: &str,
     result: Result<crate::Sent, SendError<E>>,
 ) -> crate::Sent {
-    match result {
-        Ok(sent) => sent,
-        Err(error) => match error.kind() {
-            SendErrorKind::Closed => crate::Sent::Delivered(0),
-            SendErrorKind::NoScope => panic!("{}", no_scope_panic(function)),
-            _ => panic!("`{function}`: {error}"),
-        },
-    }
+    plain_outcome::<E>(function, Some(result.map_err(|error| error.kind())))
 }
 
 /// [`plain_send`] for an outcome whose event was dropped already (`None`: outside of a scope).
@@ -280,10 +273,8 @@ pub(crate) fn plain_outcome<E>(
     match outcome {
         Some(Ok(sent)) => sent,
         Some(Err(SendErrorKind::Closed)) => crate::Sent::Delivered(0),
-        Some(Err(kind)) => {
-            panic!("`{function}`: {}", Refusal::<E>(kind, PhantomData))
-        }
-        None => panic!("{}", no_scope_panic(function)),
+        Some(Err(SendErrorKind::NoScope)) | None => panic!("{}", no_scope_panic(function)),
+        Some(Err(kind)) => panic!("`{function}`: {}", Refusal::<E>(kind, PhantomData)),
     }
 }
 
