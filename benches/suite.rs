@@ -22,7 +22,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,17 +37,26 @@ struct Counting;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
+/// Counting is on only while a memory figure is measured: a counter every thread updates on
+/// every allocation is a contended cache line, which would slow every throughput row (all
+/// contenders allocate per send) and make them less like production.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
 // SAFETY: forwards to the system allocator and only counts sizes. The crate itself forbids
 // `unsafe`; a global allocator cannot be written without it, and this one lives in the bench.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -56,8 +65,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Live bytes since counting started: only differences taken within one [`counting`] section
+/// mean anything.
 fn live_bytes() -> isize {
     LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Runs `measure` with the allocator counting.
+fn counting<T>(measure: impl FnOnce() -> T) -> T {
+    COUNTING.store(true, Ordering::SeqCst);
+    let _off = scopeguard::guard((), |()| COUNTING.store(false, Ordering::SeqCst));
+    measure()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1369,7 +1387,7 @@ fn costs(rt: &tokio::runtime::Runtime) {
         higher_is_better: false,
         figures: contenders
             .iter()
-            .map(|&who| (who, idle_bytes(rt, who), None))
+            .map(|&who| (who, counting(|| idle_bytes(rt, who)), None))
             .collect(),
     };
     rows.push(idle);
@@ -1413,7 +1431,7 @@ fn scaling(rt: &tokio::runtime::Runtime) {
         println!("| {alive} | {ns:.0} |");
     }
     println!("\n| events held by an unread subscription | heap bytes per event |\n|---|---|");
-    for (held, bytes) in unread_bytes(rt) {
+    for (held, bytes) in counting(|| unread_bytes(rt)) {
         println!("| {held} | {bytes:.0} |");
     }
 }

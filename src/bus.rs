@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
-use crate::delivery::{DropCallback, DropLog, DropReport, Lost, Policy};
+use crate::delivery::{DropCallback, DropReport, Lost, Policy};
 use crate::error::{SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
 use crate::pause::{DEFAULT_HELD_CAPACITY, Hold, Pause};
@@ -35,7 +35,7 @@ use crate::subscription::{EndReason, Queue};
 use crate::sync::lock;
 use crate::system::{DeadLetter, EventDropped};
 use crate::table::TopicTable;
-use crate::topic::{AnyTopic, Full, Payload, Sender, Topic, Unsent};
+use crate::topic::{AnyTopic, Full, Payload, Sender, Topic};
 
 /// Gets (creating if needed) the topic of one event type, type-erased.
 pub(crate) type TopicOf = fn(&Bus) -> Arc<dyn AnyTopic>;
@@ -129,13 +129,41 @@ impl Bus {
 
     /// Publishes `event` like [`send`](Self::send), but drops it if it is refused: for
     /// `ctx::send`, which reports the refusal without handing the event back.
+    ///
+    /// The common case — an open bus, not paused, no taps, no dead letters — goes straight to
+    /// the type's topic; anything else takes the general path of [`send`](Self::send).
     #[inline]
     pub(crate) fn send_or_drop<E: Send + Sync + 'static>(
         &self,
         origin: &Arc<ScopeInfo>,
         event: E,
     ) -> Result<Sent, SendErrorKind> {
-        self.send(origin, event).map_err(|error| error.kind())
+        if self.is_closed()
+            || self.pause.is_gated()
+            || self.dead_letters
+            || self.has_taps.load(Ordering::Acquire)
+        {
+            return self.send(origin, event).map_err(|error| error.kind());
+        }
+        let Some(topic) = self.topics.get(TypeId::of::<E>()) else {
+            // `E` never had a subscriber: nothing to allocate, no owner, no lock taken.
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Ok(Sent::Delivered(0));
+        };
+        let result = downcast::<E>(topic.as_ref()).send(
+            || self.seq.fetch_add(1, Ordering::Relaxed),
+            origin,
+            Payload::Event(event),
+            Sender::Anyone,
+            None,
+            &self.order,
+            self.on_loss::<E>(origin),
+        );
+        match result {
+            Ok(accepted) => Ok(Sent::Delivered(accepted)),
+            Err(Full::Refused(error)) => Err(error.kind()),
+            Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
+        }
     }
 
     /// Publishes a system event (`system.rs`) on behalf of the library. While the bus is paused,
@@ -316,41 +344,48 @@ impl Bus {
         sender: Sender,
         topic: Option<&Topic<E>>,
     ) -> Result<usize, Full<E>> {
-        let mut drops = DropLog::new(std::any::type_name::<E>());
-        let fan_out = |topic: &Topic<E>, payload, drops: &mut DropLog| {
-            let next_seq = || self.seq.fetch_add(1, Ordering::Relaxed);
-            topic.send(next_seq, origin, payload, sender, drops, wait, &self.order)
-        };
-        let (result, unsent) = if let Some(topic) = topic {
-            fan_out(topic, payload, &mut drops)
-        } else {
-            if self.has_taps.load(Ordering::Acquire) {
-                // A tap sees every type: make sure this one has a topic (someone listens).
-                drop(self.topic::<E>());
-            }
-            match self.topics.get(TypeId::of::<E>()) {
-                None => {
-                    self.unrouted.fetch_add(1, Ordering::Relaxed);
-                    (Ok(0), Unsent::Payload(payload))
+        let found = match topic {
+            Some(topic) => Some(topic),
+            None => {
+                if self.has_taps.load(Ordering::Acquire) {
+                    // A tap sees every type: make sure this one has a topic (someone listens).
+                    drop(self.topic::<E>());
                 }
-                Some(topic) => fan_out(downcast::<E>(topic.as_ref()), payload, &mut drops),
+                self.topics
+                    .get(TypeId::of::<E>())
+                    .map(|topic| downcast::<E>(topic.as_ref()))
             }
         };
-        // Everything below runs with no lock held: a payload's `Drop`, the drop callback and
-        // the system events it publishes may use this bus.
-        drop(unsent);
-        let system = TypeId::of::<E>();
-        if drops.has_loss() {
-            self.account(
-                drops.into_lost(),
+        let result = match found {
+            Some(topic) => topic.send(
+                || self.seq.fetch_add(1, Ordering::Relaxed),
                 origin,
-                system != TypeId::of::<EventDropped>(),
-            );
-        }
+                payload,
+                sender,
+                wait,
+                &self.order,
+                self.on_loss::<E>(origin),
+            ),
+            None => {
+                self.unrouted.fetch_add(1, Ordering::Relaxed);
+                drop(payload);
+                Ok(0)
+            }
+        };
+        let system = TypeId::of::<E>();
         if self.dead_letters && matches!(result, Ok(0)) && system != TypeId::of::<DeadLetter>() {
             self.dead_letter::<E>(origin);
         }
         result
+    }
+
+    /// What a send of `E` does with what it lost, once the topic has released its lock (the
+    /// drop callback and the `EventDropped` it publishes may use this bus).
+    fn on_loss<'a, E: 'static>(&'a self, origin: &'a Arc<ScopeInfo>) -> impl FnOnce(Lost) + 'a {
+        move |lost| {
+            let publish = TypeId::of::<E>() != TypeId::of::<EventDropped>();
+            self.account(lost, origin, publish);
+        }
     }
 
     fn dead_letter<E: 'static>(&self, origin: &Arc<ScopeInfo>) {

@@ -44,7 +44,8 @@ pub struct Envelope<E> {
     inner: Arc<Inner<E>>,
 }
 
-struct Inner<E> {
+/// The shared allocation behind an [`Envelope`] (what a log slot holds, `slot.rs`).
+pub(crate) struct Inner<E> {
     /// Written once, before the envelope is shared (a plain store: publishing the envelope to
     /// other threads goes through a lock or a `OnceLock`, which orders it).
     seq: AtomicU64,
@@ -204,6 +205,16 @@ impl<E> Envelope<E> {
     /// Sets the sequence number, before fan-out. (`&mut self` documents that the envelope is
     /// not shared yet; no `Arc::get_mut`, whose uniqueness check is an atomic read-modify-write
     /// on every send.)
+    /// The envelope as the `Arc` it is (for a log slot).
+    pub(crate) fn into_shared(self) -> Arc<Inner<E>> {
+        self.inner
+    }
+
+    /// An envelope from a log slot's `Arc`.
+    pub(crate) fn from_shared(inner: Arc<Inner<E>>) -> Self {
+        Self { inner }
+    }
+
     pub(crate) fn set_seq(&mut self, seq: u64) {
         self.inner.seq.store(seq, Ordering::Relaxed);
     }

@@ -33,10 +33,16 @@
 //!
 //! The user guide is the book in `book/`; its chapter "Semantics and guarantees" states every
 //! promise precisely.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod abort;
+/// The primitives `slot.rs` is written against: std's here; the loom model (`tests/loom.rs`)
+/// includes `slot.rs` with loom's instead.
+mod atomics {
+    pub(crate) use std::sync::Arc;
+    pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
+}
 mod bus;
 mod context;
 pub mod ctx;
@@ -49,6 +55,7 @@ mod producer;
 mod request;
 mod scope;
 mod sent;
+mod slot;
 mod spawn;
 mod state;
 mod stats;

@@ -12,8 +12,9 @@
 //! and memory grows only with what the slowest reader has not read.
 //!
 //! Invariants:
-//! - Slots are written once, in index order, only under the topic lock; a slot is a `OnceLock`,
-//!   so a reader that sees it set sees the whole envelope (release/acquire), with no lock.
+//! - Slots are written once, in index order, only under the topic lock; a slot (`slot.rs`)
+//!   publishes the envelope with a release store, so a reader that sees it set sees the whole
+//!   envelope (release/acquire), with no lock.
 //! - A segment's `next` is set (under the topic lock) before any slot of the next segment is
 //!   written.
 //! - `Cursor::end_at` goes from `u64::MAX` to the writer's position once, under the topic lock,
@@ -39,15 +40,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Poll, Waker};
 
-use crate::event::Envelope;
+use crate::event::{Envelope, Inner};
+use crate::slot::Slot;
 use crate::subscription::{EndReason, Endable};
 use crate::sync::{WakeList, lock};
 use crate::topic::{AnyTopic, Topic};
 
-/// Slots per segment: 62, so that a segment's allocation (`Arc` counts, 16-byte slots, the
-/// link) is 1024 bytes, within glibc's per-thread cache (requests up to 1032 bytes). At 64 slots
-/// it was 1056: every new segment then took malloc's slow path, which consolidates the
-/// fast bins the freed envelopes sit in — 15 % of the instructions of a 1 → 1 run.
+/// Slots per segment: 62. A segment's allocation (`Arc` counts, 8-byte slots, the link) is then
+/// 528 bytes, within glibc's per-thread cache (requests up to 1032 bytes): when slots were
+/// 16 bytes, 64 of them made 1056 and every new segment took malloc's slow path, which
+/// consolidates the fast bins the freed envelopes sit in (15 % of a 1 → 1 run's instructions).
+/// 124 slots would also fit, but measured no faster, and a payload is freed up to a segment's
+/// worth of sends after every reader has passed it.
 pub(crate) const SEGMENT: usize = 62;
 
 // Checked at compile time: a segment's allocation (two `Arc` counts and the segment) fits
@@ -62,14 +66,14 @@ const _: () = {
 };
 
 pub(crate) struct Segment<E> {
-    slots: [OnceLock<Envelope<E>>; SEGMENT],
+    slots: [Slot<Inner<E>>; SEGMENT],
     next: OnceLock<Arc<Segment<E>>>,
 }
 
 impl<E> Segment<E> {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            slots: std::array::from_fn(|_| OnceLock::new()),
+            slots: std::array::from_fn(|_| Slot::new()),
             next: OnceLock::new(),
         })
     }
@@ -154,18 +158,22 @@ impl Waiters {
         }
     }
 
-    /// After a write (topic lock held): moves the parked readers' wakers into `wakers`.
+    /// After a write (topic lock held): takes the parked readers' wakers, to wake once the lock
+    /// is released. `None` (nothing built) when no reader is parked.
     #[inline]
-    pub(crate) fn after_write(&self, wakers: &mut WakeList) {
+    pub(crate) fn after_write(&self) -> Option<WakeList> {
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) {
-            let mut list = lock(&self.list);
-            self.parked.store(false, Ordering::Relaxed);
-            list.generation += 1;
-            for (_, waker) in list.wakers.drain(..) {
-                wakers.push(waker);
-            }
+        if !self.parked.load(Ordering::Relaxed) {
+            return None;
         }
+        let mut wakers = WakeList::new();
+        let mut list = lock(&self.list);
+        self.parked.store(false, Ordering::Relaxed);
+        list.generation += 1;
+        for (_, waker) in list.wakers.drain(..) {
+            wakers.push(waker);
+        }
+        Some(wakers)
     }
 
     /// Takes every waker (the log's readers are all ending).
@@ -220,7 +228,7 @@ impl<E> LogWriter<E> {
             self.at = 0;
         }
         let tail = self.tail.as_ref().expect("just set");
-        let _ = tail.slots[self.at].set(envelope);
+        tail.slots[self.at].set(envelope.into_shared());
         self.at += 1;
         self.next += 1;
         retired
@@ -361,7 +369,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             if let Some(envelope) = self.segment.slots[self.at as usize].get() {
                 self.at += 1;
                 self.pos += 1;
-                return Poll::Ready(Ok(envelope.clone()));
+                return Poll::Ready(Ok(Envelope::from_shared(envelope)));
             }
             if self.park(waker) {
                 continue;
@@ -381,7 +389,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             .register(self.cursor.id, waker, &mut self.registered);
         self.pos >= self.cursor.end_at.load(Ordering::Acquire)
             || match self.segment.slots.get(self.at as usize) {
-                Some(slot) => slot.get().is_some(),
+                Some(slot) => slot.is_set(),
                 None => self.segment.next.get().is_some(),
             }
     }

@@ -47,6 +47,20 @@ impl WakeList {
         }
     }
 
+    /// Moves every waker of `other` into this list.
+    pub(crate) fn append(&mut self, mut other: WakeList) {
+        let len = other.len;
+        other.len = 0;
+        for slot in &mut other.inline[..len] {
+            if let Some(waker) = slot.take() {
+                self.push(waker);
+            }
+        }
+        for waker in other.more.drain(..) {
+            self.push(waker);
+        }
+    }
+
     #[inline]
     pub(crate) fn wake_all(&mut self) {
         if self.len == 0 {

@@ -12,9 +12,9 @@
 //!   replaying queue is preloaded in the critical section that attaches it: replay then live,
 //!   no gap, no duplicate.
 //! - Wakers are collected during fan-out and woken after `inner` is released.
-//! - An event is never dropped while a lock of the crate is held: `send` hands back what it
-//!   did not deliver ([`Unsent`]), for the caller to drop after releasing the bus map's lock,
-//!   since a payload's `Drop` may send or subscribe.
+//! - An event is never dropped while a lock of the crate is held (a payload's `Drop` may send
+//!   or subscribe): `send` drops what it did not deliver, retired log segments and evicted
+//!   envelopes after releasing the topic lock, and its callers hold no lock of the crate.
 //! - Once `closed`, the topic accepts no subscriber and no event, for good.
 //!
 //! - Multi-type subscriptions and taps (`erased`) get the same envelope, type-erased. While a
@@ -34,13 +34,13 @@
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
-use crate::delivery::DropLog;
+use crate::delivery::{DropLog, Lost};
 use crate::error::{RegisterError, SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
-use crate::log::{LogReader, LogWriter, Segment, Waiters};
+use crate::log::{LogReader, LogWriter, Waiters};
 use crate::producer::{DemandChange, DemandQueue};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
@@ -136,17 +136,6 @@ pub(crate) enum Full<E> {
     Wait(E),
 }
 
-/// What a send hands back to be dropped once every lock is released.
-#[expect(dead_code, reason = "the values are held only to be dropped later")]
-pub(crate) enum Unsent<E> {
-    Nothing,
-    /// Nobody was subscribed.
-    Payload(Payload<E>),
-    /// The sender's own handle (the last one if no queue accepted the event), and the log
-    /// segment the send retired, if any.
-    Envelope(Option<Envelope<E>>, Option<Arc<Segment<E>>>),
-}
-
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     fn stats(&self) -> TypeStats;
@@ -200,13 +189,15 @@ impl<E: Send + Sync + 'static> Topic<E> {
 
     /// Publishes `event` to every live subscription; returns how many accepted it.
     ///
-    /// The event is never dropped here: when nobody took it, it comes back in the [`Unsent`],
-    /// which the caller drops after releasing its own locks (the event's `Drop` may use the bus).
+    /// Nothing is dropped while the topic lock is held (an event's `Drop` may use the bus): an
+    /// event nobody took, a retired log segment and evicted envelopes are dropped after it is
+    /// released, and what the send lost goes to `on_loss` then too.
     ///
     /// With `wait` (from `send_wait`), the send happens only if every `Overflow::Wait`
     /// subscription has room — checked in the same critical section as the fan-out, so no other
     /// send can take that room first. Otherwise the waker is registered with the full
     /// subscriptions and the event comes back as `Err(Full)`.
+    #[inline]
     #[expect(
         clippy::too_many_arguments,
         reason = "one internal call site per send form"
@@ -217,21 +208,20 @@ impl<E: Send + Sync + 'static> Topic<E> {
         origin: &Arc<ScopeInfo>,
         payload: Payload<E>,
         sender: Sender,
-        drops: &mut DropLog,
         wait: Option<&Waker>,
         order: &Mutex<()>,
-    ) -> (Result<usize, Full<E>>, Unsent<E>) {
+        on_loss: impl FnOnce(Lost),
+    ) -> Result<usize, Full<E>> {
         if let Some(kind) = self.refuses(sender) {
-            let error = SendError::new(kind, payload.into_event());
-            return (Err(Full::Refused(error)), Unsent::Nothing);
+            return Err(Full::Refused(SendError::new(kind, payload.into_event())));
         }
         if self.live.load(Ordering::Acquire) == 0 {
             self.unheard.fetch_add(1, Ordering::Relaxed);
-            return (Ok(0), Unsent::Payload(payload));
+            drop(payload);
+            return Ok(0);
         }
-        let mut envelope = payload.into_envelope(origin);
-        let mut wakers = WakeList::new();
-        let mut inner = lock(&self.inner);
+        let envelope = payload.into_envelope(origin);
+        let inner = lock(&self.inner);
         // A producer's registration may have ended since the check above: checked again here,
         // where it cannot change, so nothing is delivered after the end.
         let refused = if inner.closed {
@@ -246,11 +236,63 @@ impl<E: Send + Sync + 'static> Topic<E> {
         if let Some(kind) = refused {
             drop(inner);
             let event = envelope.into_event().expect("envelope not shared");
-            return (
-                Err(Full::Refused(SendError::new(kind, event))),
-                Unsent::Nothing,
-            );
+            return Err(Full::Refused(SendError::new(kind, event)));
         }
+        if wait.is_none()
+            && inner.subs.is_empty()
+            && inner.erased.is_empty()
+            && inner.retention == 0
+        {
+            Ok(self.send_to_log(inner, envelope, next_seq))
+        } else {
+            self.send_to_all(inner, envelope, next_seq, wait, order, on_loss)
+        }
+    }
+
+    /// The fan-out when only default subscriptions (log readers) are attached — the common
+    /// case, kept apart so that it needs neither a drop log nor a wake list unless a reader is
+    /// parked.
+    #[inline]
+    fn send_to_log(
+        &self,
+        mut inner: MutexGuard<'_, TopicInner<E>>,
+        mut envelope: Envelope<E>,
+        next_seq: impl FnOnce() -> u64,
+    ) -> usize {
+        envelope.set_seq(next_seq());
+        let accepted = inner.log.readers.len();
+        let counts = &mut inner.counts;
+        counts.sent += 1;
+        counts.delivered += accepted as u64;
+        if accepted == 0 {
+            // The last reader left between the `live` check and the lock.
+            counts.undelivered += 1;
+            drop(inner);
+            drop(envelope);
+            return 0;
+        }
+        let retired = inner.log.write(envelope);
+        let wakers = self.waiters.after_write();
+        drop(inner);
+        if let Some(mut wakers) = wakers {
+            wakers.wake_all();
+        }
+        drop(retired);
+        accepted
+    }
+
+    /// The general fan-out: queues with a policy, multi-type queues and taps, retention,
+    /// `send_wait`'s room check, then the log.
+    #[inline(never)]
+    fn send_to_all(
+        &self,
+        mut inner: MutexGuard<'_, TopicInner<E>>,
+        mut envelope: Envelope<E>,
+        next_seq: impl FnOnce() -> u64,
+        wait: Option<&Waker>,
+        order: &Mutex<()>,
+        on_loss: impl FnOnce(Lost),
+    ) -> Result<usize, Full<E>> {
         if let Some(waker) = wait {
             // `&`, not `&&`: register with every full subscription, not just the first.
             let room = inner
@@ -264,20 +306,22 @@ impl<E: Send + Sync + 'static> Topic<E> {
             if !room {
                 drop(inner);
                 let event = envelope.into_event().expect("envelope not shared");
-                return (Err(Full::Wait(event)), Unsent::Nothing);
+                return Err(Full::Wait(event));
             }
         }
+        let mut drops = DropLog::new(std::any::type_name::<E>());
+        let mut wakers = WakeList::new();
         // Erased queues see several types: one bus-wide order for them (module invariants).
         let ordered = (!inner.erased.is_empty()).then(|| lock(order));
         envelope.set_seq(next_seq());
         let mut accepted = 0;
         for queue in &inner.subs {
-            accepted += usize::from(queue.push(&envelope, &mut wakers, drops));
+            accepted += usize::from(queue.push(&envelope, &mut wakers, &mut drops));
         }
         if !inner.erased.is_empty() {
             let erased = AnyEnvelope::from(envelope.clone());
             for queue in &inner.erased {
-                accepted += usize::from(queue.push(&erased, &mut wakers, drops));
+                accepted += usize::from(queue.push(&erased, &mut wakers, &mut drops));
             }
         }
         drop(ordered);
@@ -295,7 +339,9 @@ impl<E: Send + Sync + 'static> Topic<E> {
             // Every default subscription at once: one slot, whatever their number.
             accepted += inner.log.readers.len();
             let retired = inner.log.write(envelope);
-            self.waiters.after_write(&mut wakers);
+            if let Some(parked) = self.waiters.after_write() {
+                wakers.append(parked);
+            }
             (None, retired)
         };
         let counts = &mut inner.counts;
@@ -307,7 +353,11 @@ impl<E: Send + Sync + 'static> Topic<E> {
         counts.superseded += drops.superseded;
         drop(inner);
         wakers.wake_all();
-        (Ok(accepted), Unsent::Envelope(kept, retired))
+        drop((kept, retired));
+        if drops.has_loss() {
+            on_loss(drops.into_lost());
+        }
+        Ok(accepted)
     }
 
     /// Adds a queue — first preloaded with the retained events if its policy asks for replay,

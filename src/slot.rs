@@ -1,0 +1,89 @@
+//! [`Slot<T>`]: a cell written once with an `Arc<T>` and then read by any number of threads
+//! without a lock — one slot of the shared log (`log.rs`).
+//!
+//! Why not `OnceLock<Arc<T>>`: its `set` goes through `Once`'s general machinery (a
+//! compare-and-swap, a closure, then a swap to wake threads blocked in `get_or_init`), which
+//! was 6 % of the samples of a 1 → 1 send. The log has one writer at a time (it holds the topic
+//! lock) and nobody ever blocks on a slot, so one release store is enough.
+//!
+//! This is the crate's only `unsafe` code. The argument, checked by the loom model in
+//! `tests/loom.rs` (which includes this file with loom's `Arc` and atomics):
+//!
+//! - `ptr` is null until [`Slot::set`], then holds `Arc::into_raw` of the value: the slot owns
+//!   that one strong count until it is dropped. `set` is called at most once per slot — the
+//!   writer holds the topic lock and moves past a slot once it has written it; debug builds
+//!   check it. (Were it called twice, the first value would leak, nothing worse.)
+//! - `set` stores the pointer with `Release`, after the `Arc` is complete; [`Slot::get`] loads
+//!   it with `Acquire`. A reader that sees the pointer therefore sees the value behind it.
+//! - `get` clones through the slot's own count while borrowing the slot (`&self`): the slot,
+//!   and so its count, outlives the clone, so the count is at least 1 when incremented and
+//!   never climbs back from 0.
+//! - `Drop` has `&mut self` — no reader can be looking — and gives the slot's count back.
+//! - `Slot<T>` is `Send`/`Sync` exactly when `Arc<T>` is (the `PhantomData`), not always, as
+//!   a bare `AtomicPtr` would be.
+//!
+//! The primitives come from `crate::atomics`: std's in the library, loom's in the model.
+
+#![allow(unsafe_code)]
+
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+
+use crate::atomics::{Arc, AtomicPtr, Ordering};
+
+pub(crate) struct Slot<T> {
+    ptr: AtomicPtr<T>,
+    _owns: PhantomData<Arc<T>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    /// Fills the slot. Only the log's writer calls it, once per slot.
+    #[inline]
+    pub(crate) fn set(&self, value: Arc<T>) {
+        debug_assert!(
+            self.ptr.load(Ordering::Relaxed).is_null(),
+            "a log slot is written once"
+        );
+        self.ptr
+            .store(Arc::into_raw(value).cast_mut(), Ordering::Release);
+    }
+
+    /// A clone of the value, if the slot is filled.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<Arc<T>> {
+        let ptr = self.ptr.load(Ordering::Acquire);
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `ptr` came from `Arc::into_raw` in `set` (module invariants), and
+        // the slot holds that count while we borrow it, so the `Arc` is alive. `ManuallyDrop`
+        // leaves the slot's own count untouched; the clone takes a count of its own.
+        let owned = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+        Some(Arc::clone(&owned))
+    }
+
+    /// Whether the slot is filled.
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        !self.ptr.load(Ordering::Acquire).is_null()
+    }
+}
+
+impl<T> Drop for Slot<T> {
+    fn drop(&mut self) {
+        // `&mut self`: whatever gave us exclusive access ordered every write before this load.
+        let ptr = self.ptr.load(Ordering::Relaxed);
+        if !ptr.is_null() {
+            // SAFETY: `ptr` came from `Arc::into_raw` in `set` and its count is the slot's,
+            // given back exactly once, as the slot goes away.
+            drop(unsafe { Arc::from_raw(ptr) });
+        }
+    }
+}
