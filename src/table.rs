@@ -107,6 +107,7 @@ impl TopicTable {
     }
 }
 
+#[inline]
 fn bucket(key: TypeId) -> usize {
     let mut hasher = TypeIdHasher::default();
     key.hash(&mut hasher);
@@ -118,6 +119,7 @@ fn bucket(key: TypeId) -> usize {
 pub(crate) struct TypeIdHasher(u64);
 
 impl Hasher for TypeIdHasher {
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -130,10 +132,12 @@ impl Hasher for TypeIdHasher {
         }
     }
 
+    #[inline]
     fn write_u64(&mut self, value: u64) {
         self.0 ^= value;
     }
 
+    #[inline]
     fn write_u128(&mut self, value: u128) {
         self.0 ^= value as u64 ^ (value >> 64) as u64;
     }
