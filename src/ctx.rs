@@ -290,7 +290,7 @@ pub fn cancelled() -> impl Future<Output = ()> + Send + 'static {
 pub fn is_cancelled() -> bool {
     expect_scope(
         "is_cancelled",
-        context::with(|frame| frame.shutdown.is_cancelled()),
+        context::with(|frame| frame.shutdown_token().is_cancelled()),
     )
 }
 

@@ -23,8 +23,13 @@
 //! Lifecycle events (`ScopeStarted`, `ScopeStopped`) are published on the parent's bus; state is
 //! inherited through `StateMap` (see `state.rs`).
 //!
-//! Lock order: `owned`, `failure`, `timers` and `hold` are leaf locks, never held while another
-//! lock of the crate is taken.
+//! - The shutdown token and the hold of a nested scope are made from its parent's when first
+//!   needed (most scopes never cancel and never spawn): a token made after the parent's was
+//!   cancelled is born cancelled, and a hold exists before the first task that carries it.
+//!
+//! Lock order: `owned`, `failure` and `timers` are leaf locks, never held while another lock of
+//! the crate is taken. A scope's `hold` lock may be held while its parent's is taken (making
+//! the hold chain, child before parent), never the other way round.
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
@@ -34,7 +39,7 @@ use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, resume_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -296,13 +301,16 @@ impl fmt::Debug for Scope {
 pub(crate) struct Frame {
     pub(crate) info: Arc<ScopeInfo>,
     pub(crate) state: Arc<StateMap>,
-    /// The parent's bus and id, where this scope's lifecycle events are published.
-    parent: Option<(Arc<Bus>, ScopeId)>,
+    /// The parent scope: its bus is where this scope's lifecycle events are published, and
+    /// the shutdown token and hold below are made from its own when first needed.
+    parent: Option<Arc<Frame>>,
     isolated: bool,
     pub(crate) bus: Arc<Bus>,
     owns_bus: bool,
     pub(crate) tasks: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
+    /// The cancellation signal, a child of the parent's: made on first use (most scopes never
+    /// use it), and then born cancelled if the parent's already is.
+    shutdown: OnceLock<CancellationToken>,
     pub(crate) abort: Arc<AbortNode>,
     pub(crate) span: tracing::Span,
     failed: AtomicBool,
@@ -316,10 +324,12 @@ pub(crate) struct Frame {
     registrations: Mutex<Option<Vec<Weak<dyn Registered>>>>,
     timers: Mutex<Vec<tokio::task::AbortHandle>>,
     finished: AtomicBool,
-    /// Keeps every ancestor's task tracker busy while this scope or any of its tasks is alive;
-    /// cloned into each task, taken out when the scope finishes or is cancelled (so a
-    /// `ScopeHandle` that outlives the scope holds nothing).
-    hold: Mutex<Option<Arc<Hold>>>,
+    /// Keeps every ancestor's task tracker busy while any task of this scope is alive: made
+    /// at the first spawn, cloned into each task, released when the scope finishes or is
+    /// cancelled (so a `ScopeHandle` that outlives the scope holds nothing). The scope itself
+    /// needs none: its `run` future is polled by its parent's body or by one of the parent's
+    /// tasks (that is what makes it nested), which the parent already waits for.
+    hold: Mutex<HoldState>,
 }
 
 /// One token in the parent's task tracker, and the parent's own hold: a chain up to the root.
@@ -330,6 +340,15 @@ pub(crate) struct Frame {
 pub(crate) struct Hold {
     _token: tokio_util::task::task_tracker::TaskTrackerToken,
     _parent: Option<Arc<Hold>>,
+}
+
+/// A scope's [`Hold`] (see `Frame::hold`).
+enum HoldState {
+    /// No task spawned yet.
+    None,
+    Held(Arc<Hold>),
+    /// The scope finished: new tasks hold nothing (they are refused or aborted anyway).
+    Released,
 }
 
 /// The subscriptions a scope created, ended when its body completes.
@@ -346,13 +365,13 @@ impl Frame {
         isolated: bool,
         config: BusConfig,
         state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
-        parent: Option<&Frame>,
+        parent: Option<Arc<Frame>>,
     ) -> Self {
         let info = Arc::new(ScopeInfo {
             id: ScopeId::next(),
             name,
         });
-        let (bus, owns_bus) = match parent {
+        let (bus, owns_bus) = match &parent {
             Some(parent) if !isolated => {
                 assert!(
                     config.is_default(),
@@ -365,7 +384,7 @@ impl Frame {
             }
             _ => (Arc::new(Bus::new(config)), true),
         };
-        let span = match parent {
+        let span = match &parent {
             Some(parent) => tracing::info_span!(
                 parent: &parent.span,
                 "scope",
@@ -377,14 +396,16 @@ impl Frame {
         };
         Self {
             info,
-            state: StateMap::inherit(parent.map(|p| &p.state), state),
-            parent: parent.map(|p| (p.bus.clone(), p.info.id)),
+            state: StateMap::inherit(parent.as_ref().map(|p| &p.state), state),
+            abort: parent
+                .as_ref()
+                .map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
+            parent,
             isolated,
             bus,
             owns_bus,
             tasks: TaskTracker::new(),
-            shutdown: parent.map_or_else(CancellationToken::new, |p| p.shutdown.child_token()),
-            abort: parent.map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
+            shutdown: OnceLock::new(),
             span,
             failed: AtomicBool::new(false),
             body_waker: AtomicWaker::new(),
@@ -398,18 +419,37 @@ impl Frame {
             registrations: Mutex::new(Some(Vec::new())),
             timers: Mutex::new(Vec::new()),
             finished: AtomicBool::new(false),
-            hold: Mutex::new(parent.map(|parent| {
-                Arc::new(Hold {
-                    _token: parent.tasks.token(),
-                    _parent: lock(&parent.hold).clone(),
-                })
-            })),
+            hold: Mutex::new(HoldState::None),
         }
     }
 
-    /// The hold a new task of this scope keeps (see [`Hold`]).
+    /// The hold a new task of this scope keeps (see [`Hold`]): made at the first spawn, from
+    /// the parent's (made now too if the parent has none yet). `None` for a root scope and
+    /// once the scope has finished.
     pub(crate) fn hold(&self) -> Option<Arc<Hold>> {
-        lock(&self.hold).clone()
+        let parent = self.parent.as_ref()?;
+        let mut hold = lock(&self.hold);
+        match &*hold {
+            HoldState::Held(held) => Some(held.clone()),
+            HoldState::Released => None,
+            HoldState::None => {
+                // Lock order: a scope's hold, then its parent's (child before parent).
+                let held = Arc::new(Hold {
+                    _token: parent.tasks.token(),
+                    _parent: parent.hold(),
+                });
+                *hold = HoldState::Held(held.clone());
+                Some(held)
+            }
+        }
+    }
+
+    /// The scope's cancellation signal (made on first use, see the field).
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        self.shutdown.get_or_init(|| match &self.parent {
+            Some(parent) => parent.shutdown_token().child_token(),
+            None => CancellationToken::new(),
+        })
     }
 
     /// A new subscription to `E`, owned by this scope.
@@ -519,7 +559,7 @@ impl Frame {
         }
         self.failed.store(true, Ordering::Release);
         tracing::error!(parent: &self.span, "scope failed: cancelling its body and tasks");
-        self.shutdown.cancel();
+        self.shutdown_token().cancel();
         self.abort.abort();
         self.body_waker.wake();
     }
@@ -548,7 +588,7 @@ impl Frame {
 
     /// Raises the cancellation signal, then aborts what is left after `grace`.
     pub(crate) fn shutdown(&self, grace: Duration) {
-        self.shutdown.cancel();
+        self.shutdown_token().cancel();
         if grace.is_zero() || self.is_finished() {
             self.abort.abort();
             return;
@@ -574,7 +614,8 @@ impl Frame {
     /// Marks the scope finished and stops its shutdown timers.
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
-        drop(lock(&self.hold).take());
+        let released = std::mem::replace(&mut *lock(&self.hold), HoldState::Released);
+        drop(released);
         for timer in lock(&self.timers).drain(..) {
             timer.abort();
         }
@@ -582,10 +623,10 @@ impl Frame {
 
     /// Publishes `ScopeStarted` on the parent's bus.
     fn announce_start(&self) {
-        if let Some((bus, parent)) = &self.parent {
-            bus.publish_with(&self.info, || ScopeStarted {
+        if let Some(parent) = &self.parent {
+            parent.bus.publish_with(&self.info, || ScopeStarted {
                 scope: self.info.clone(),
-                parent: *parent,
+                parent: parent.info.id,
                 isolated: self.isolated,
             });
         }
@@ -593,8 +634,8 @@ impl Frame {
 
     /// Publishes `ScopeStopped` on the parent's bus.
     fn announce_stop(&self, outcome: ScopeOutcome) {
-        if let Some((bus, _)) = &self.parent {
-            bus.publish_with(&self.info, || ScopeStopped {
+        if let Some(parent) = &self.parent {
+            parent.bus.publish_with(&self.info, || ScopeStopped {
                 scope: self.info.clone(),
                 outcome,
             });
@@ -607,7 +648,7 @@ impl Frame {
         // First, so that `Drop` code of the tasks being aborted cannot start new ones.
         self.finished.store(true, Ordering::Release);
         self.cancelling.store(true, Ordering::Release);
-        self.shutdown.cancel();
+        self.shutdown_token().cancel();
         self.abort.abort();
         if self.owns_bus {
             self.bus.start(); // held events are delivered, not lost
@@ -643,9 +684,7 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
         bus,
         state,
     } = scope;
-    let parent = context::current();
-    let frame = Arc::new(Frame::new(name, isolated, bus, state, parent.as_deref()));
-    drop(parent);
+    let frame = Arc::new(Frame::new(name, isolated, bus, state, context::current()));
     let guard = scopeguard::guard(frame.clone(), |frame| frame.cancel());
     tracing::debug!(parent: &frame.span, "scope started");
     frame.announce_start();
@@ -863,7 +902,7 @@ impl ScopeHandle {
 
     /// `true` once the scope's cancellation signal is raised (shutdown, failure or drop).
     pub fn is_cancelled(&self) -> bool {
-        self.frame.shutdown.is_cancelled()
+        self.frame.shutdown_token().is_cancelled()
     }
 
     /// Completes when the scope's cancellation signal is raised.
@@ -872,7 +911,7 @@ impl ScopeHandle {
     ///
     /// Cancel-safe: it only waits.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
-        self.frame.shutdown.clone().cancelled_owned()
+        self.frame.shutdown_token().clone().cancelled_owned()
     }
 }
 

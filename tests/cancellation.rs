@@ -170,3 +170,57 @@ fn dropping_run_raises_the_signal_for_handles() {
         assert!(handle.is_cancelled());
     });
 }
+
+/// A nested scope makes its signal only when first asked (`scope.rs`): whether the parent was
+/// cancelled before the nested scope opened, or while it was open but had not looked yet, the
+/// nested scope and the scopes inside it see the signal.
+#[tokio::test(start_paused = true)]
+async fn nested_scopes_see_a_signal_raised_before_they_first_look() {
+    ctx::scope("app")
+        .run(async {
+            let parent = ctx::current();
+            ctx::scope("opened before")
+                .run(async {
+                    // Neither this scope nor the one below has looked at its signal yet.
+                    parent.shutdown(Duration::from_secs(60));
+                    ctx::scope("grandchild")
+                        .run(async {
+                            assert!(ctx::is_cancelled());
+                            ctx::cancelled().await;
+                        })
+                        .await;
+                    assert!(ctx::is_cancelled());
+                })
+                .await;
+            ctx::scope("opened after")
+                .run(async {
+                    assert!(ctx::is_cancelled());
+                    ctx::cancelled().await;
+                })
+                .await;
+        })
+        .await;
+}
+
+/// A signal raised on a nested scope reaches its tasks and its own nested scopes, not its
+/// parent.
+#[tokio::test(start_paused = true)]
+async fn a_nested_signal_stays_below_its_scope() {
+    ctx::scope("app")
+        .run(async {
+            ctx::scope("child")
+                .run(async {
+                    let worker = ctx::spawn(async { ctx::cancelled().await });
+                    ctx::current().shutdown(Duration::from_secs(60));
+                    ctx::scope("grandchild")
+                        .run(async { assert!(ctx::is_cancelled()) })
+                        .await;
+                    worker
+                })
+                .await
+                .await
+                .unwrap();
+            assert!(!ctx::is_cancelled());
+        })
+        .await;
+}
