@@ -23,9 +23,10 @@
 //! Lifecycle events (`ScopeStarted`, `ScopeStopped`) are published on the parent's bus; state is
 //! inherited through `StateMap` (see `state.rs`).
 //!
-//! - The shutdown token and the hold of a nested scope are made from its parent's when first
-//!   needed (most scopes never cancel and never spawn): a token made after the parent's was
-//!   cancelled is born cancelled, and a hold exists before the first task that carries it.
+//! - The shutdown token, abort node and hold of a nested scope are made from its parent's when
+//!   first needed (most scopes never cancel and many never spawn): a token or node made after
+//!   the parent's was cancelled or aborted is born so, and the node and hold exist before the
+//!   first task that uses them.
 //!
 //! Lock order: `owned`, `failure` and `timers` are leaf locks, never held while another lock of
 //! the crate is taken. A scope's `hold` lock may be held while its parent's is taken (making
@@ -311,7 +312,9 @@ pub(crate) struct Frame {
     /// The cancellation signal, a child of the parent's: made on first use (most scopes never
     /// use it), and then born cancelled if the parent's already is.
     shutdown: OnceLock<CancellationToken>,
-    pub(crate) abort: Arc<AbortNode>,
+    /// This scope's node in the abort tree, a child of the parent's: made on first use (by the
+    /// first task, or an abort), and then born aborted if the parent's already is.
+    abort: OnceLock<Arc<AbortNode>>,
     pub(crate) span: tracing::Span,
     failed: AtomicBool,
     /// The `run` future's waker, woken by [`fail`](Self::fail): a failure stops the body.
@@ -397,9 +400,7 @@ impl Frame {
         Self {
             info,
             state: StateMap::inherit(parent.as_ref().map(|p| &p.state), state),
-            abort: parent
-                .as_ref()
-                .map_or_else(AbortNode::root, |p| AbortNode::child(&p.abort)),
+            abort: OnceLock::new(),
             parent,
             isolated,
             bus,
@@ -442,6 +443,14 @@ impl Frame {
                 Some(held)
             }
         }
+    }
+
+    /// The scope's node in the abort tree (made on first use, see the field).
+    pub(crate) fn abort_node(&self) -> &Arc<AbortNode> {
+        self.abort.get_or_init(|| match &self.parent {
+            Some(parent) => AbortNode::child(parent.abort_node()),
+            None => AbortNode::root(),
+        })
     }
 
     /// The scope's cancellation signal (made on first use, see the field).
@@ -560,7 +569,7 @@ impl Frame {
         self.failed.store(true, Ordering::Release);
         tracing::error!(parent: &self.span, "scope failed: cancelling its body and tasks");
         self.shutdown_token().cancel();
-        self.abort.abort();
+        self.abort_node().abort();
         self.body_waker.wake();
     }
 
@@ -590,15 +599,15 @@ impl Frame {
     pub(crate) fn shutdown(&self, grace: Duration) {
         self.shutdown_token().cancel();
         if grace.is_zero() || self.is_finished() {
-            self.abort.abort();
+            self.abort_node().abort();
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to time the grace period: abort at once rather than never.
-            self.abort.abort();
+            self.abort_node().abort();
             return;
         };
-        let node = Arc::downgrade(&self.abort);
+        let node = Arc::downgrade(self.abort_node());
         let timer = runtime.spawn(async move {
             tokio::time::sleep(grace).await;
             if let Some(node) = node.upgrade() {
@@ -649,7 +658,7 @@ impl Frame {
         self.finished.store(true, Ordering::Release);
         self.cancelling.store(true, Ordering::Release);
         self.shutdown_token().cancel();
-        self.abort.abort();
+        self.abort_node().abort();
         if self.owns_bus {
             self.bus.start(); // held events are delivered, not lost
         }

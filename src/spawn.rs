@@ -166,7 +166,7 @@ impl<F: Future> Future for TaskFuture<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let abort = &this.frame.abort;
+        let abort = this.frame.abort_node();
         if abort.is_aborted() {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
@@ -222,7 +222,7 @@ impl<F: Future> PinnedDrop for TaskFuture<F> {
             let _span = this.frame.span.enter();
             this.inner.set(None);
         }
-        this.watch.release(&this.frame.abort);
+        this.watch.release(this.frame.abort_node());
         if !*this.done {
             let (origin, task) = (&this.frame.info, *this.task);
             this.frame.bus.publish_with(origin, || TaskCancelled {

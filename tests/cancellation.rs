@@ -224,3 +224,27 @@ async fn a_nested_signal_stays_below_its_scope() {
         })
         .await;
 }
+
+/// A nested scope joins the abort tree when it first needs to (`scope.rs`): a task spawned in
+/// it after its parent's tasks were aborted is aborted too, not left running.
+#[tokio::test(start_paused = true)]
+async fn a_task_spawned_below_an_aborted_scope_is_aborted() {
+    let scope = ctx::scope("app").run(async {
+        let parent = ctx::current();
+        let late = ctx::scope("child")
+            .run(async move {
+                parent.shutdown(Duration::ZERO); // aborts the parent's tasks at once
+                ctx::scope("grandchild")
+                    .run(async { ctx::spawn(std::future::pending::<()>()) })
+                    .await
+            })
+            .await;
+        late.await
+    });
+    // Were the task left running, the grandchild scope would wait for it forever.
+    let outcome = tokio::time::timeout(Duration::from_secs(3600), scope).await;
+    assert_eq!(
+        outcome.expect("the scopes finished"),
+        Err(TaskError::Cancelled)
+    );
+}
