@@ -64,6 +64,7 @@ mod sync;
 mod system;
 mod table;
 mod topic;
+mod tracker;
 
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
 pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};

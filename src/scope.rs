@@ -47,7 +47,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::abort::AbortNode;
@@ -62,6 +61,7 @@ use crate::stats::BusStats;
 use crate::subscription::{AnySubscription, EndReason, Endable, Subscription};
 use crate::sync::lock;
 use crate::system::{ScopeOutcome, ScopeStarted, ScopeStopped};
+use crate::tracker::Tracker;
 
 /// A scope's process-unique identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -308,7 +308,8 @@ pub(crate) struct Frame {
     isolated: bool,
     pub(crate) bus: Arc<Bus>,
     owns_bus: bool,
-    pub(crate) tasks: TaskTracker,
+    /// What the exit waits for: the scope's tasks and the holds of nested scopes with tasks.
+    pub(crate) tasks: Tracker,
     /// The cancellation signal, a child of the parent's: made on first use (most scopes never
     /// use it), and then born cancelled if the parent's already is.
     shutdown: OnceLock<CancellationToken>,
@@ -341,8 +342,15 @@ pub(crate) struct Frame {
 /// can only *start* aborting its tasks. Each of those tasks still holds the chain, so every
 /// ancestor keeps waiting until they are really gone — no task outlives any enclosing scope.
 pub(crate) struct Hold {
-    _token: tokio_util::task::task_tracker::TaskTrackerToken,
+    /// The scope whose tracker counts this hold.
+    counted_by: Arc<Frame>,
     _parent: Option<Arc<Hold>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.counted_by.tasks.release();
+    }
 }
 
 /// A scope's [`Hold`] (see `Frame::hold`).
@@ -405,7 +413,7 @@ impl Frame {
             isolated,
             bus,
             owns_bus,
-            tasks: TaskTracker::new(),
+            tasks: Tracker::new(),
             shutdown: OnceLock::new(),
             span,
             failed: AtomicBool::new(false),
@@ -435,8 +443,9 @@ impl Frame {
             HoldState::Released => None,
             HoldState::None => {
                 // Lock order: a scope's hold, then its parent's (child before parent).
+                parent.tasks.add();
                 let held = Arc::new(Hold {
-                    _token: parent.tasks.token(),
+                    counted_by: parent.clone(),
                     _parent: parent.hold(),
                 });
                 *hold = HoldState::Held(held.clone());

@@ -2,8 +2,8 @@
 //!
 //! A spawned task is a `tokio` task wrapped in [`TaskFuture`], which
 //! - sets the spawning scope as the task's context (and its tracing span),
-//! - is counted by the scope's `TaskTracker` from *before* `tokio::spawn` until after the user's
-//!   future has been dropped, so the scope's exit waits for it even if it never ran,
+//! - is counted by the scope's tracker (`tracker.rs`) from *before* `tokio::spawn` until after
+//!   the user's future has been dropped, so the scope's exit waits for it even if it never ran,
 //! - watches the scope's abort node (one atomic load per poll; its waker is registered only
 //!   once the task first waits) and drops the user's future when the scope aborts,
 //! - catches a panic, reports it to the scope (which fails) and ends with
@@ -22,9 +22,9 @@
 //!
 //! Invariants: `TaskFinished` / `TaskFailed` are published when the user's future completes
 //! (it has returned or unwound, so what it held is gone); a task dropped before completing
-//! publishes `TaskCancelled` after its future is dropped. Either way the tracker token and the
-//! hold (fields, dropped after `TaskFuture`'s own `drop`) are released last: the scope never
-//! counts a task as finished before its outcome is out.
+//! publishes `TaskCancelled` after its future is dropped. Either way the task is released from
+//! its scope's tracker last (at the end of `TaskFuture`'s own `drop`, then the hold, a field,
+//! after it): the scope never counts a task as finished before its outcome is out.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -38,7 +38,6 @@ use futures::future::CatchUnwind;
 use pin_project::{pin_project, pinned_drop};
 use tokio::task::JoinHandle;
 use tokio::task::futures::TaskLocalFuture;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::abort::AbortWatch;
 use crate::context;
@@ -157,7 +156,6 @@ struct TaskFuture<F: Future> {
     /// The outcome was published (`TaskFinished` or `TaskFailed`); otherwise dropping the task
     /// publishes `TaskCancelled`.
     done: bool,
-    _token: TaskTrackerToken,
     _hold: Option<Arc<Hold>>,
 }
 
@@ -218,14 +216,18 @@ impl<F: Future> PinnedDrop for TaskFuture<F> {
     /// fields), so the scope never counts the task as gone before its outcome is out.
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
+        let frame: &Frame = this.frame;
+        // Released last, and even if the future's `Drop` panics: the scope must not wait for
+        // a task that is gone.
+        let _release = scopeguard::guard((), |()| frame.tasks.release());
         {
-            let _span = this.frame.span.enter();
+            let _span = frame.span.enter();
             this.inner.set(None);
         }
-        this.watch.release(this.frame.abort_node());
+        this.watch.release(frame.abort_node());
         if !*this.done {
-            let (origin, task) = (&this.frame.info, *this.task);
-            this.frame.bus.publish_with(origin, || TaskCancelled {
+            let (origin, task) = (&frame.info, *this.task);
+            frame.bus.publish_with(origin, || TaskCancelled {
                 scope: origin.clone(),
                 task,
             });
@@ -251,6 +253,8 @@ where
         scope: frame.info.clone(),
         task,
     });
+    // Counted now, released at the end of the task's drop (even if it is never polled).
+    frame.tasks.add();
     let task = TaskFuture {
         inner: Some(context::scoped(
             frame.clone(),
@@ -260,7 +264,6 @@ where
         frame: frame.clone(),
         task,
         done: false,
-        _token: frame.tasks.token(),
         _hold: frame.hold(),
     };
     Ok(TaskHandle {

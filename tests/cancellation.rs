@@ -248,3 +248,29 @@ async fn a_task_spawned_below_an_aborted_scope_is_aborted() {
         Err(TaskError::Cancelled)
     );
 }
+
+/// A task whose future panics while being dropped (here, when aborted) is still released from
+/// its scope's count: the scope finishes instead of waiting for a task that is gone. The
+/// handle reports the panic (`tokio` catches it while dropping the aborted future).
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_drop_panics_does_not_hold_its_scope() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("dropped");
+        }
+    }
+    let scope = ctx::scope("app").run(async {
+        let task = ctx::spawn(async {
+            let _guard = PanicsOnDrop;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await; // let it start and hold the guard
+        ctx::current().shutdown(Duration::ZERO);
+        task
+    });
+    let task = tokio::time::timeout(Duration::from_secs(3600), scope)
+        .await
+        .expect("the scope finished");
+    assert!(matches!(task.await, Err(TaskError::Panicked(message)) if message == "dropped"));
+}
