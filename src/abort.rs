@@ -102,18 +102,22 @@ impl Drop for AbortNode {
 
 /// One task's registration with its scope's [`AbortNode`], polled alongside the task.
 ///
-/// Kept to one word, since every parked task carries one: the node is passed in (the task
-/// reaches it through its frame), and the waker is registered once, on the first poll that
-/// waits, and never compared again — a `tokio` task is always polled with a waker for itself,
-/// and the watch is only used by `TaskFuture`, which is always a `tokio` task of its own.
+/// Kept to four bytes, since every parked task carries one (with the rest of `TaskFuture`, it
+/// decides whether a task fits `tokio`'s 256-byte task allocation or takes 384): the node is
+/// passed in (the task reaches it through its frame), and the waker is registered once, on the
+/// first poll that waits, and never compared again — a `tokio` task is always polled with a
+/// waker for itself, and the watch is only used by `TaskFuture`, which is always a `tokio` task
+/// of its own.
 pub(crate) struct AbortWatch {
-    /// The waker's key in the node's slab, once registered.
-    key: Option<usize>,
+    /// The waker's key in the node's slab once registered, [`UNREGISTERED`] before.
+    key: u32,
 }
+
+const UNREGISTERED: u32 = u32::MAX;
 
 impl AbortWatch {
     pub(crate) fn new() -> Self {
-        Self { key: None }
+        Self { key: UNREGISTERED }
     }
 
     /// `true` once `node` is aborted; otherwise makes sure the task is woken on abort.
@@ -121,21 +125,26 @@ impl AbortWatch {
         if node.is_aborted() {
             return true;
         }
-        if self.key.is_some() {
+        if self.key != UNREGISTERED {
             return false;
         }
         let mut inner = lock(&node.inner);
         if node.is_aborted() {
             return true;
         }
-        self.key = Some(inner.wakers.insert(cx.waker().clone()));
+        let key = inner.wakers.insert(cx.waker().clone());
+        self.key = u32::try_from(key)
+            .ok()
+            .filter(|&key| key != UNREGISTERED)
+            .expect("fewer than 2^32 - 1 tasks of one scope wait at once");
         false
     }
 
     /// Deregisters from `node` (the watch's owner calls this when it is dropped).
     pub(crate) fn release(&mut self, node: &AbortNode) {
-        if let Some(key) = self.key.take() {
-            lock(&node.inner).wakers.remove(key);
+        let key = std::mem::replace(&mut self.key, UNREGISTERED);
+        if key != UNREGISTERED {
+            lock(&node.inner).wakers.remove(key as usize);
         }
     }
 }
