@@ -28,9 +28,11 @@
 //!   one fence and one load. Only parked readers are woken.
 //! - Segments are never dropped under a lock: the writer hands a retired tail back to be dropped
 //!   after the lock (a payload's `Drop` may use the bus), and a chain is dropped iteratively.
-//! - An event's payload is dropped when its segment is: once every reader has passed it and the
-//!   writer has moved on to a later segment (at most `SEGMENT - 1` sends later), or when the last
-//!   reader goes away.
+//! - An event's payload is dropped when its segment is: once every reader has passed it (a
+//!   reader lets go of a segment it has read to the end when it next finds nothing to read, or
+//!   when it finishes the following segment, so that freeing never delays the event it is
+//!   about to return) and the writer has moved on to a later segment (at most `SEGMENT - 1`
+//!   sends later), or when the last reader goes away.
 //!
 //! Lock order: topic → waiters. A reader takes the waiters lock alone to park, and the topic
 //! lock alone to detach, never while holding another lock of the crate.
@@ -279,6 +281,10 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
     topic: Arc<Topic<E>>,
     cursor: Arc<Cursor>,
     segment: Arc<Segment<E>>,
+    /// The segment just read to the end, kept until the reader next has nothing to read:
+    /// dropping it may free a segment's worth of events (62 frees), which would otherwise
+    /// delay the event that made the reader move on.
+    passed: Option<Arc<Segment<E>>>,
     /// The log position to read next.
     pos: u64,
     /// Replayed (retained) events, read before the log; boxed, as most readers replay nothing.
@@ -315,6 +321,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             topic,
             cursor,
             segment,
+            passed: None,
             pos,
             local: None,
             registered: None,
@@ -354,8 +361,11 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             if self.at as usize == SEGMENT {
                 match self.segment.next.get() {
                     Some(next) => {
-                        // May free the segment we leave: no lock is held here.
-                        self.segment = next.clone();
+                        // The segment we leave is dropped later, when there is nothing to
+                        // read (`park`), or here if we pass another one first; no lock is
+                        // held either way.
+                        let next = next.clone();
+                        self.passed = Some(std::mem::replace(&mut self.segment, next));
                         self.at = 0;
                     }
                     None => {
@@ -381,6 +391,8 @@ impl<E: Send + Sync + 'static> LogReader<E> {
     /// Parks with `waker`; `true` if something arrived meanwhile and the reader should look
     /// again (see the module invariants).
     fn park(&mut self, waker: Option<&Waker>) -> bool {
+        // Nothing to read: the time to free what the reader has passed.
+        drop(self.passed.take());
         let Some(waker) = waker else {
             return false;
         };
