@@ -10,6 +10,10 @@
 //! - The buffer never holds more than `capacity`. A plain send that finds it full drops its
 //!   event, counts it (`dropped`) and reports it like a critical drop; `send_wait` waits for
 //!   room instead (its waker is kept in `room`, woken when `start()` takes the buffer).
+//! - `room` is non-empty only while `gate` is up: a waiter is added only when the buffer is
+//!   full (so paused or delivering), and the delivery that empties the buffer takes the
+//!   waiters in the same critical section. `start` and `wake_waiters` therefore return at once,
+//!   without the lock, when `gate` is down.
 //! - Nothing is delivered, dropped or reported with `state`'s lock held: `start()` takes the
 //!   buffer out, releases the lock and delivers through the normal fan-out.
 //!
@@ -140,6 +144,10 @@ impl Pause {
     /// task is already delivering, it delivers ours too and this returns at once. A `pause()`
     /// while delivering stops the delivery: what is still held stays held.
     pub(crate) fn start(&self, bus: &Bus) {
+        if !self.is_gated() {
+            // Neither paused nor delivering (the common case, at every scope's exit).
+            return;
+        }
         let mut state = lock(&self.state);
         if !state.paused {
             return;
@@ -181,6 +189,11 @@ impl Pause {
 
     /// Wakes `send_wait`s waiting for room (the bus closed: they fail with `Closed`).
     pub(crate) fn wake_waiters(&self) {
+        if !self.is_gated() {
+            // A waiter for room is kept only while the buffer is full, so the bus is paused or
+            // delivering; the delivery that empties the buffer takes the waiters with it.
+            return;
+        }
         let room = std::mem::take(&mut lock(&self.state).room);
         for waker in room {
             waker.wake();
