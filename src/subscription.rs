@@ -138,6 +138,13 @@ struct QueueState<T> {
 impl<T> QueueState<T> {
     fn mark_gap(&mut self, index: u64) {
         self.lost += 1;
+        // Losses happen at the newest end: look at the last mark before searching.
+        match self.gaps.back_mut() {
+            None => return self.gaps.push_back((index, 1)),
+            Some((at, count)) if *at == index => return *count += 1,
+            Some((at, _)) if *at < index => return self.gaps.push_back((index, 1)),
+            Some(_) => {}
+        }
         match self.gaps.iter_mut().find(|(at, _)| *at == index) {
             Some((_, count)) => *count += 1,
             None => {
