@@ -303,7 +303,7 @@ pub(crate) struct Frame {
     pub(crate) info: Arc<ScopeInfo>,
     pub(crate) state: Arc<StateMap>,
     /// The parent scope: its bus is where this scope's lifecycle events are published, and
-    /// the shutdown token and hold below are made from its own when first needed.
+    /// the shutdown token, abort node and hold below are made from its own when first needed.
     parent: Option<Arc<Frame>>,
     isolated: bool,
     pub(crate) bus: Arc<Bus>,
@@ -336,7 +336,7 @@ pub(crate) struct Frame {
     hold: Mutex<HoldState>,
 }
 
-/// One token in the parent's task tracker, and the parent's own hold: a chain up to the root.
+/// One count in the parent's tracker, and the parent's own hold: a chain up to the root.
 ///
 /// Why: when a task running a nested scope is aborted, the nested `run` future is dropped and
 /// can only *start* aborting its tasks. Each of those tasks still holds the chain, so every

@@ -212,8 +212,9 @@ impl<F: Future> Future for TaskFuture<F> {
 #[pinned_drop]
 impl<F: Future> PinnedDrop for TaskFuture<F> {
     /// Drops the user's future inside the scope's span, then publishes `TaskCancelled` if the
-    /// task never completed. The tracker token and the hold are released after this (they are
-    /// fields), so the scope never counts the task as gone before its outcome is out.
+    /// task never completed. The task is released from its scope's tracker at the very end
+    /// (and the hold, a field, after that), so the scope never counts the task as gone before
+    /// its outcome is out.
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
         let frame: &Frame = this.frame;
