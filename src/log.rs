@@ -56,6 +56,9 @@ use crate::topic::{AnyTopic, Topic};
 /// worth of sends after every reader has passed it.
 pub(crate) const SEGMENT: usize = 62;
 
+/// A generation no list reaches (it starts at 0 and counts writes that found a parked reader).
+const NOT_PARKED: u64 = u64::MAX;
+
 // Checked at compile time: a segment's allocation (two `Arc` counts and the segment) fits
 // glibc's per-thread cache, whatever the event type (a slot holds a pointer).
 const _: () = {
@@ -192,15 +195,27 @@ impl Waiters {
         Some(list.wakers.swap_remove(index).1)
     }
 
-    /// Registers `waker` for reader `id` unless it is registered already in this generation
-    /// (`registered`, kept by the reader).
-    fn register(&self, id: u64, waker: &Waker, registered: &mut Option<(u64, Waker)>) {
+    /// Registers `waker` for reader `id`. `registered` (kept by the reader) is the generation
+    /// it last registered in: if that is still the current one, its entry is still in the list
+    /// and is only updated if the waker changed (a re-poll without a wake-up).
+    fn register(&self, id: u64, waker: &Waker, registered: &mut u64) {
         let mut list = lock(&self.list);
-        let current = matches!(registered, Some((generation, parked))
-            if *generation == list.generation && parked.will_wake(waker));
-        if !current {
-            list.wakers.push((id, waker.clone()));
-            *registered = Some((list.generation, waker.clone()));
+        let generation = list.generation;
+        let entry = if *registered == generation {
+            list.wakers.iter_mut().find(|(waiter, _)| *waiter == id)
+        } else {
+            None
+        };
+        match entry {
+            Some((_, parked)) => {
+                if !parked.will_wake(waker) {
+                    parked.clone_from(waker);
+                }
+            }
+            None => {
+                list.wakers.push((id, waker.clone()));
+                *registered = generation;
+            }
         }
         self.parked.store(true, Ordering::Relaxed);
         drop(list);
@@ -293,8 +308,8 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
         reason = "one word in every reader instead of four, for a buffer that is rarely used"
     )]
     local: Option<Box<VecDeque<Envelope<E>>>>,
-    /// The generation and waker this reader last parked with.
-    registered: Option<(u64, Waker)>,
+    /// The waiters' generation this reader last parked in ([`NOT_PARKED`] before the first).
+    registered: u64,
     /// The slot of `segment` to read next (at most `SEGMENT`).
     at: u32,
 }
@@ -324,7 +339,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             passed: None,
             pos,
             local: None,
-            registered: None,
+            registered: NOT_PARKED,
             at: u32::try_from(at).expect("a slot index fits"),
         }
     }
