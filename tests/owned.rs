@@ -460,8 +460,14 @@ fn registering_outside_a_scope_or_on_a_closed_bus_is_an_error() {
     both(|| async {
         let late = ctx::scope("app")
             .run(async {
-                // Runs after the body: the bus is closed by then.
-                ctx::spawn(async { ctx::register::<Tick>(RegisterOptions::new()).err() })
+                // The bus is marked closed before the scope's subscriptions end, so once this
+                // stream has ended the bus is closed (on a multi-thread runtime the task may
+                // otherwise start before the body has even returned).
+                let mut ended = ctx::subscribe::<Tick>();
+                ctx::spawn(async move {
+                    while ended.next().await.is_some() {}
+                    ctx::register::<Tick>(RegisterOptions::new()).err()
+                })
             })
             .await;
         let error = late.await.unwrap();
