@@ -12,7 +12,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::scope::ScopeInfo;
 
@@ -49,9 +49,7 @@ pub(crate) struct Inner<E> {
     /// Written once, before the envelope is shared (a plain store: publishing the envelope to
     /// other threads goes through a lock or a `OnceLock`, which orders it).
     seq: AtomicU64,
-    /// The send time, in nanoseconds from the Unix epoch (negative before it): 8 bytes instead
-    /// of `SystemTime`'s 16, in every envelope. Covers the years 1678 to 2262.
-    sent_at: i64,
+    sent_at: SystemTime,
     origin: Arc<ScopeInfo>,
     event: E,
 }
@@ -70,7 +68,7 @@ impl<E: Send + Sync + 'static> Erased for Inner<E> {
         self.seq.load(Ordering::Relaxed)
     }
     fn sent_at(&self) -> SystemTime {
-        from_nanos(self.sent_at)
+        self.sent_at
     }
     fn origin(&self) -> &ScopeInfo {
         &self.origin
@@ -197,7 +195,7 @@ impl<E> Envelope<E> {
         Self {
             inner: Arc::new(Inner {
                 seq: AtomicU64::new(0),
-                sent_at: to_nanos(SystemTime::now()),
+                sent_at: SystemTime::now(),
                 origin,
                 event,
             }),
@@ -239,7 +237,7 @@ impl<E> Envelope<E> {
 
     /// The wall-clock time at which the event was sent.
     pub fn sent_at(&self) -> SystemTime {
-        from_nanos(self.inner.sent_at)
+        self.inner.sent_at
     }
 
     /// The scope the event was sent from.
@@ -287,37 +285,5 @@ impl<E: fmt::Debug> fmt::Debug for Envelope<E> {
             .field("origin", &self.inner.origin)
             .field("event", &self.inner.event)
             .finish()
-    }
-}
-
-/// `time` as nanoseconds from the Unix epoch, saturating outside what an `i64` holds.
-fn to_nanos(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-    }
-}
-
-fn from_nanos(nanos: i64) -> SystemTime {
-    let magnitude = Duration::from_nanos(nanos.unsigned_abs());
-    if nanos >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{from_nanos, to_nanos};
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    #[test]
-    fn send_times_round_trip_to_the_nanosecond() {
-        let now = SystemTime::now();
-        assert_eq!(from_nanos(to_nanos(now)), now);
-        let before = UNIX_EPOCH - Duration::new(86_400, 123);
-        assert_eq!(from_nanos(to_nanos(before)), before);
-        assert_eq!(to_nanos(UNIX_EPOCH), 0);
     }
 }
