@@ -151,16 +151,8 @@ impl Bus {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
             return Ok(Sent::Delivered(0));
         };
-        let result = downcast::<E>(topic.as_ref()).send(
-            || self.seq.fetch_add(1, Ordering::Relaxed),
-            origin,
-            Payload::Event(event),
-            Sender::Anyone,
-            None,
-            &self.order,
-            self.on_loss::<E>(origin),
-        );
-        match result {
+        let topic = downcast::<E>(topic.as_ref());
+        match self.fan_out(topic, origin, Payload::Event(event), Sender::Anyone, None) {
             Ok(accepted) => Ok(Sent::Delivered(accepted)),
             Err(Full::Refused(error)) => Err(error.kind()),
             Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
@@ -358,15 +350,7 @@ impl Bus {
             }
         };
         let result = match found {
-            Some(topic) => topic.send(
-                || self.seq.fetch_add(1, Ordering::Relaxed),
-                origin,
-                payload,
-                sender,
-                wait,
-                &self.order,
-                self.on_loss::<E>(origin),
-            ),
+            Some(topic) => self.fan_out(topic, origin, payload, sender, wait),
             None => {
                 self.unrouted.fetch_add(1, Ordering::Relaxed);
                 drop(payload);
@@ -380,13 +364,32 @@ impl Bus {
         result
     }
 
-    /// What a send of `E` does with what it lost, once the topic has released its lock (the
-    /// drop callback and the `EventDropped` it publishes may use this bus).
-    fn on_loss<'a, E: 'static>(&'a self, origin: &'a Arc<ScopeInfo>) -> impl FnOnce(Lost) + 'a {
-        move |lost| {
+    /// Sends through `topic` with this bus's sequence and order; what the send lost is
+    /// accounted for once the topic has released its lock (the drop callback and the
+    /// `EventDropped` it publishes may use this bus).
+    #[inline]
+    fn fan_out<E: Send + Sync + 'static>(
+        &self,
+        topic: &Topic<E>,
+        origin: &Arc<ScopeInfo>,
+        payload: Payload<E>,
+        sender: Sender,
+        wait: Option<&Waker>,
+    ) -> Result<usize, Full<E>> {
+        let on_loss = |lost| {
             let publish = TypeId::of::<E>() != TypeId::of::<EventDropped>();
             self.account(lost, origin, publish);
-        }
+        };
+        let next_seq = || self.seq.fetch_add(1, Ordering::Relaxed);
+        topic.send(
+            next_seq,
+            origin,
+            payload,
+            sender,
+            wait,
+            &self.order,
+            on_loss,
+        )
     }
 
     fn dead_letter<E: 'static>(&self, origin: &Arc<ScopeInfo>) {
