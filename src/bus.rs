@@ -471,6 +471,15 @@ impl Bus {
         self.topic::<E>().add_reader(self.next_id(), policy)
     }
 
+    /// A new reader of `E`'s latest cell (a typed keep-latest subscription); `None` if the bus
+    /// is closed.
+    pub(crate) fn subscribe_latest<E: Send + Sync + 'static>(
+        &self,
+        policy: &Policy,
+    ) -> Option<crate::latest::LatestReader<E>> {
+        self.topic::<E>().add_latest(self.next_id(), policy)
+    }
+
     fn next_id(&self) -> u64 {
         self.next_subscription.fetch_add(1, Ordering::Relaxed)
     }

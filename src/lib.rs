@@ -49,6 +49,7 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+mod latest;
 mod log;
 mod pause;
 mod producer;

@@ -3,8 +3,9 @@
 //! Why: with one queue per subscription, a send to N subscriptions takes N queue locks and N
 //! reference-count increments on the sender's thread. Default subscriptions all want the same
 //! thing — every event, in order, nothing dropped — so they share one log instead: a send
-//! writes one slot, whatever N is, and each reader walks the log at its own pace. Subscriptions
-//! with a policy (bounded, keep-latest) and multi-type ones keep their own queues.
+//! writes one slot, whatever N is, and each reader walks the log at its own pace. Typed
+//! keep-latest subscriptions share the topic's latest cell (`latest.rs`) and park in the same
+//! [`Waiters`]; bounded subscriptions and multi-type ones keep their own queues.
 //!
 //! Shape: a chain of fixed-size [`Segment`]s. The writer (the topic, under its lock) fills the
 //! tail segment's slots in order and links a new segment when it is full. Each reader holds an
@@ -57,7 +58,7 @@ use crate::topic::{AnyTopic, Topic};
 pub(crate) const SEGMENT: usize = 62;
 
 /// A generation no list reaches (it starts at 0 and counts writes that found a parked reader).
-const NOT_PARKED: u64 = u64::MAX;
+pub(crate) const NOT_PARKED: u64 = u64::MAX;
 
 // Checked at compile time: a segment's allocation (two `Arc` counts and the segment) fits
 // glibc's per-thread cache, whatever the event type (a slot holds a pointer).
@@ -109,9 +110,40 @@ pub(crate) struct Cursor {
     end_at: AtomicU64,
     reason: OnceLock<EndReason>,
     topic: Weak<dyn AnyTopic>,
+    /// Keep-latest readers only (`latest.rs`): the version of the type's latest cell the reader
+    /// reads next. Written and read only under the topic lock (so `Relaxed`).
+    pub(crate) read_to: AtomicU64,
 }
 
 impl Cursor {
+    /// A reader's shared state; `topic` is the topic it reads.
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Arc<str>>,
+        linked: bool,
+        topic: Weak<dyn AnyTopic>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            linked,
+            end_at: AtomicU64::new(u64::MAX),
+            reason: OnceLock::new(),
+            topic,
+            read_to: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the reader has been ended.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end_at.load(Ordering::Acquire) != u64::MAX
+    }
+
+    /// Why the reader was ended, once it was.
+    pub(crate) fn reason(&self) -> Option<EndReason> {
+        self.reason.get().copied()
+    }
+
     /// Ends the reader at log position `at` (topic lock held). The first end wins.
     pub(crate) fn end(&self, at: u64, reason: EndReason) {
         if self.reason.set(reason).is_ok() {
@@ -198,7 +230,7 @@ impl Waiters {
     /// Registers `waker` for reader `id`. `registered` (kept by the reader) is the generation
     /// it last registered in: if that is still the current one, its entry is still in the list
     /// and is only updated if the waker changed (a re-poll without a wake-up).
-    fn register(&self, id: u64, waker: &Waker, registered: &mut u64) {
+    pub(crate) fn register(&self, id: u64, waker: &Waker, registered: &mut u64) {
         let mut list = lock(&self.list);
         let generation = list.generation;
         let entry = if *registered == generation {
@@ -323,14 +355,7 @@ impl<E: Send + Sync + 'static> LogReader<E> {
         linked: bool,
     ) -> Self {
         let me: Arc<dyn AnyTopic> = topic.clone();
-        let cursor = Arc::new(Cursor {
-            id,
-            name,
-            linked,
-            end_at: AtomicU64::new(u64::MAX),
-            reason: OnceLock::new(),
-            topic: Arc::downgrade(&me),
-        });
+        let cursor = Arc::new(Cursor::new(id, name, linked, Arc::downgrade(&me)));
         let (segment, at, pos) = attach(cursor.clone());
         Self {
             topic,

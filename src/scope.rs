@@ -484,6 +484,14 @@ impl Frame {
             self.own(Arc::downgrade(reader.cursor()) as Weak<dyn Endable>);
             return Subscription::from_log(reader);
         }
+        if policy.coalesce {
+            // Keep-latest: a reader of the type's latest cell.
+            let Some(reader) = self.bus.subscribe_latest::<E>(&policy) else {
+                return Subscription::ended(EndReason::BusClosed);
+            };
+            self.own(Arc::downgrade(reader.cursor()) as Weak<dyn Endable>);
+            return Subscription::from_latest(reader);
+        }
         let Some(queue) = self.bus.subscribe::<E>(policy) else {
             return Subscription::ended(EndReason::BusClosed);
         };

@@ -37,6 +37,7 @@ use futures::stream::FusedStream;
 
 use crate::delivery::{DropLog, Overflow, Policy};
 use crate::event::{AnyEnvelope, Envelope};
+use crate::latest::LatestReader;
 use crate::log::LogReader;
 use crate::sync::{WakeList, lock};
 use crate::topic::AnyTopic;
@@ -610,18 +611,19 @@ pub struct Subscription<E: Send + Sync + 'static> {
     reader: Feed<E>,
 }
 
-/// Where a typed subscription reads from: the type's shared log (default subscriptions) or its
-/// own queue (a delivery policy).
+/// Where a typed subscription reads from: the type's shared log (default subscriptions), the
+/// type's latest cell (keep-latest) or its own queue (a bounded policy).
 enum Feed<E: Send + Sync + 'static> {
     Queue(Reader<Envelope<E>>),
     Log(LogReader<E>),
+    Latest(LatestReader<E>),
 }
 
 impl<E: Send + Sync + 'static> Feed<E> {
     fn end_reason(&self) -> Option<EndReason> {
         match self {
             Feed::Queue(reader) => reader.end_reason(),
-            Feed::Log(_) => None,
+            Feed::Log(_) | Feed::Latest(_) => None,
         }
     }
 
@@ -629,6 +631,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
         match self {
             Feed::Queue(reader) => reader.missed(),
             Feed::Log(_) => 0, // lossless
+            Feed::Latest(reader) => reader.missed(),
         }
     }
 
@@ -636,6 +639,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
         match self {
             Feed::Queue(reader) => reader.dropped(),
             Feed::Log(_) => 0,
+            Feed::Latest(reader) => reader.dropped(),
         }
     }
 
@@ -643,6 +647,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
         match self {
             Feed::Queue(reader) => reader.name(),
             Feed::Log(reader) => reader.cursor().name.as_deref(),
+            Feed::Latest(reader) => reader.cursor().name.as_deref(),
         }
     }
 
@@ -650,6 +655,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
         match self {
             Feed::Queue(reader) => reader.len(),
             Feed::Log(reader) => reader.len(),
+            Feed::Latest(reader) => reader.len(),
         }
     }
 
@@ -664,7 +670,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
     fn drain(&mut self) -> Vec<Envelope<E>> {
         match self {
             Feed::Queue(reader) => reader.drain(),
-            Feed::Log(_) => {
+            Feed::Log(_) | Feed::Latest(_) => {
                 let mut out = Vec::new();
                 while let Ok(item) = self.try_next() {
                     out.push(item);
@@ -676,23 +682,26 @@ impl<E: Send + Sync + 'static> Feed<E> {
 
     #[inline]
     fn poll_take(&mut self, waker: Option<&Waker>) -> Poll<Option<Envelope<E>>> {
-        let reader = match self {
+        let (step, linked) = match self {
             Feed::Queue(reader) => return reader.poll_take(waker),
-            Feed::Log(reader) => reader,
+            Feed::Log(reader) => (reader.poll_take(waker), reader.cursor().linked),
+            Feed::Latest(reader) => (reader.poll_take(waker), reader.cursor().linked),
         };
-        match reader.poll_take(waker) {
+        match step {
             Poll::Ready(Ok(item)) => Poll::Ready(Some(item)),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(reason)) => {
-                if reader.cursor().linked
-                    && reason.is_abnormal()
-                    && crate::spawn::cancel_current_task()
-                {
+                if linked && reason.is_abnormal() && crate::spawn::cancel_current_task() {
                     // Linked: the consuming task is cancelled rather than shown the end.
                     return Poll::Pending;
                 }
-                // Ended and read to the end: let go of the log (this detaches the reader).
-                *self = Feed::Queue(Reader::new(None, Some(reason)));
+                // Ended and read to the end: let go of the log or cell (this detaches the
+                // reader), keeping what the subscription reports.
+                let mut ended = Reader::new(None, Some(reason));
+                if let Feed::Latest(reader) = self {
+                    ended.lost = reader.dropped();
+                }
+                *self = Feed::Queue(ended);
                 Poll::Ready(None)
             }
         }
@@ -701,7 +710,7 @@ impl<E: Send + Sync + 'static> Feed<E> {
     fn is_terminated(&self) -> bool {
         match self {
             Feed::Queue(reader) => reader.is_terminated(),
-            Feed::Log(_) => false,
+            Feed::Log(_) | Feed::Latest(_) => false,
         }
     }
 }
@@ -717,6 +726,13 @@ impl<E: Send + Sync + 'static> Subscription<E> {
     pub(crate) fn from_log(reader: LogReader<E>) -> Self {
         Self {
             reader: Feed::Log(reader),
+        }
+    }
+
+    /// A typed keep-latest subscription, reading the type's latest cell.
+    pub(crate) fn from_latest(reader: LatestReader<E>) -> Self {
+        Self {
+            reader: Feed::Latest(reader),
         }
     }
 
@@ -744,7 +760,7 @@ impl<E: Send + Sync + 'static> Stream for Subscription<E> {
                 let known = reader.local.len();
                 (known, reader.queue.is_none().then_some(known))
             }
-            Feed::Log(_) => (0, None),
+            Feed::Log(_) | Feed::Latest(_) => (0, None),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! [`Topic<E>`]: the subscribers of one event type on one bus, and the fan-out.
 //!
 //! Invariants:
-//! - A send assigns the envelope's sequence number, pushes it into every live queue and appends
-//!   it to the shared log of the default subscriptions (`log.rs`), all while holding `inner`:
-//!   sends of one type are serialised, so every subscription of the type sees the same order
-//!   (the send order), whatever threads the senders run on.
-//! - `live` mirrors the number of queues and log readers, plus one while the type retains
+//! - A send assigns the envelope's sequence number, pushes it into every live queue, writes it
+//!   to the latest cell of the keep-latest subscriptions (`latest.rs`) and appends it to the
+//!   shared log of the default subscriptions (`log.rs`), all while holding `inner`: sends of
+//!   one type are serialised, so every subscription of the type sees the same order (the send
+//!   order), whatever threads the senders run on.
+//! - `live` mirrors the number of queues, log readers and keep-latest readers, plus one while
+//!   the type retains
 //!   events (updated under the lock), so that a send with nothing to do returns without
 //!   locking and without allocating.
 //! - Retained envelopes are appended in the same critical section as the fan-out, and a
@@ -29,7 +31,8 @@
 //!   between zero and non-zero is pushed to the registration's demand watchers, under the lock,
 //!   so watchers see exactly one `Started` per 0 → 1 and one `Stopped` per → 0, in order.
 //!
-//! Lock order: bus topic map (read) → topic → bus order lock → queue; topic → demand watcher.
+//! Lock order: bus topic map (read) → topic → bus order lock → queue; topic → demand watcher;
+//! topic → log waiters (a keep-latest reader parks under the topic lock, see `latest.rs`).
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
@@ -40,7 +43,8 @@ use std::task::Waker;
 use crate::delivery::{DropLog, Lost};
 use crate::error::{RegisterError, SendError, SendErrorKind};
 use crate::event::{AnyEnvelope, Envelope};
-use crate::log::{LogReader, LogWriter, Waiters};
+use crate::latest::{LatestCell, LatestReader};
+use crate::log::{Cursor, LogReader, LogWriter, Segment, Waiters};
 use crate::producer::{DemandChange, DemandQueue};
 use crate::scope::ScopeInfo;
 use crate::stats::TypeStats;
@@ -71,10 +75,57 @@ struct TopicInner<E> {
     counts: Counts,
     /// The shared log of the default (unbounded, lossless) subscriptions (`log.rs`).
     log: LogWriter<E>,
+    /// The shared cell of the typed keep-latest subscriptions (`latest.rs`).
+    latest: LatestCell<E>,
     /// The registration that owns the type, if any.
     owner: Option<Owner>,
     /// Demand as last computed (see the module invariants).
     demand: usize,
+}
+
+/// What [`TopicInner::write_shared`] leaves to drop after the lock, and what it superseded.
+struct Written<E> {
+    /// The envelope, if no shared reader took it.
+    unsent: Option<Envelope<E>>,
+    /// The envelope the latest cell held before.
+    replaced: Option<Envelope<E>>,
+    /// A log segment the writer moved past.
+    retired: Option<Arc<Segment<E>>>,
+    /// Pending keep-latest events this one superseded.
+    superseded: u64,
+}
+
+impl<E> TopicInner<E> {
+    /// Writes `envelope` for the shared readers: the keep-latest cell and the log, each only
+    /// if it has readers. The last to take it takes the sender's handle, not a clone.
+    #[inline]
+    fn write_shared(&mut self, envelope: Envelope<E>) -> Written<E> {
+        let mut written = Written {
+            unsent: Some(envelope),
+            replaced: None,
+            retired: None,
+            superseded: 0,
+        };
+        let to_log = !self.log.readers.is_empty();
+        if !self.latest.readers.is_empty() {
+            // Every keep-latest subscription at once: one cell, whatever their number.
+            let envelope = if to_log {
+                written.unsent.clone()
+            } else {
+                written.unsent.take()
+            };
+            let (superseded, replaced) = self.latest.write(envelope.expect("not taken yet"));
+            written.superseded = superseded;
+            written.replaced = replaced;
+        }
+        if to_log {
+            // Every default subscription at once: one slot, whatever their number.
+            written.retired = self
+                .log
+                .write(written.unsent.take().expect("not taken yet"));
+        }
+        written
+    }
 }
 
 /// A registration of the type (`producer.rs`).
@@ -128,6 +179,18 @@ struct Counts {
     undelivered: u64,
 }
 
+impl Counts {
+    /// Counts a send that `accepted` subscriptions took; `false` if none did (the last reader
+    /// left between the `live` check and the lock).
+    #[inline]
+    fn sent(&mut self, accepted: usize) -> bool {
+        self.sent += 1;
+        self.delivered += accepted as u64;
+        self.undelivered += u64::from(accepted == 0);
+        accepted > 0
+    }
+}
+
 /// Why a topic did not send.
 pub(crate) enum Full<E> {
     /// Refused: closed, not the owner, or unregistered.
@@ -139,9 +202,9 @@ pub(crate) enum Full<E> {
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     fn stats(&self) -> TypeStats;
-    /// Detaches the queue or log reader with `id`, if attached.
+    /// Detaches the queue, log reader or keep-latest reader with `id`, if attached.
     fn remove(&self, id: u64);
-    /// Ends the log reader with `id` at the current position.
+    /// Ends the log or keep-latest reader with `id` at the current position.
     fn end_reader(&self, id: u64, reason: EndReason);
     /// Attaches a multi-type queue; `false` if the topic is closed.
     fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool;
@@ -160,6 +223,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
                 retained: VecDeque::new(),
                 counts: Counts::default(),
                 log: LogWriter::new(),
+                latest: LatestCell::new(),
                 owner: None,
                 demand: 0,
             }),
@@ -243,7 +307,11 @@ impl<E: Send + Sync + 'static> Topic<E> {
             && inner.erased.is_empty()
             && inner.retention == 0
         {
-            Ok(self.send_to_log(inner, envelope, next_seq))
+            if inner.latest.readers.is_empty() {
+                Ok(self.send_to_log(inner, envelope, next_seq))
+            } else {
+                Ok(self.send_to_shared(inner, envelope, next_seq))
+            }
         } else {
             self.send_to_all(inner, envelope, next_seq, wait, order, on_loss)
         }
@@ -261,12 +329,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
     ) -> usize {
         envelope.set_seq(next_seq());
         let accepted = inner.log.readers.len();
-        let counts = &mut inner.counts;
-        counts.sent += 1;
-        counts.delivered += accepted as u64;
-        if accepted == 0 {
-            // The last reader left between the `live` check and the lock.
-            counts.undelivered += 1;
+        if !inner.counts.sent(accepted) {
             drop(inner);
             drop(envelope);
             return 0;
@@ -278,6 +341,33 @@ impl<E: Send + Sync + 'static> Topic<E> {
             wakers.wake_all();
         }
         drop(retired);
+        accepted
+    }
+
+    /// [`send_to_log`](Self::send_to_log) when typed keep-latest subscriptions are attached
+    /// too (or alone): the same, plus the latest cell.
+    #[inline(never)]
+    fn send_to_shared(
+        &self,
+        mut inner: MutexGuard<'_, TopicInner<E>>,
+        mut envelope: Envelope<E>,
+        next_seq: impl FnOnce() -> u64,
+    ) -> usize {
+        envelope.set_seq(next_seq());
+        let accepted = inner.log.readers.len() + inner.latest.readers.len();
+        if !inner.counts.sent(accepted) {
+            drop(inner);
+            drop(envelope);
+            return 0;
+        }
+        let written = inner.write_shared(envelope);
+        inner.counts.superseded += written.superseded;
+        let wakers = self.waiters.after_write();
+        drop(inner);
+        if let Some(mut wakers) = wakers {
+            wakers.wake_all();
+        }
+        drop(written);
         accepted
     }
 
@@ -332,28 +422,24 @@ impl<E: Send + Sync + 'static> Topic<E> {
                 drops.evicted(oldest.into());
             }
         }
-        // Last, so that the log takes the sender's handle instead of a clone.
-        let (kept, retired) = if inner.log.readers.is_empty() {
-            (Some(envelope), None)
-        } else {
-            // Every default subscription at once: one slot, whatever their number.
-            accepted += inner.log.readers.len();
-            let retired = inner.log.write(envelope);
+        // Last, so that the cell or the log takes the sender's handle instead of a clone.
+        let shared = inner.log.readers.len() + inner.latest.readers.len();
+        let written = inner.write_shared(envelope);
+        if shared > 0 {
+            accepted += shared;
+            drops.superseded += written.superseded;
             if let Some(parked) = self.waiters.after_write() {
                 wakers.append(parked);
             }
-            (None, retired)
-        };
+        }
         let counts = &mut inner.counts;
-        counts.sent += 1;
-        counts.delivered += accepted as u64;
-        counts.undelivered += u64::from(accepted == 0);
+        counts.sent(accepted);
         counts.dropped_critical += drops.critical;
         counts.dropped_lossy += drops.lossy;
         counts.superseded += drops.superseded;
         drop(inner);
         wakers.wake_all();
-        drop((kept, retired));
+        drop(written);
         if drops.has_loss() {
             on_loss(drops.into_lost());
         }
@@ -408,6 +494,43 @@ impl<E: Send + Sync + 'static> Topic<E> {
         drop(inner);
         wake(wakers);
         Some(reader)
+    }
+
+    /// Adds a typed keep-latest subscription: a reader of the type's latest cell, first given
+    /// the newest retained event if it asks for replay (or the type has catch-up), under the
+    /// lock every fan-out takes. `None` if the topic is closed.
+    pub(crate) fn add_latest(
+        self: &Arc<Self>,
+        id: u64,
+        policy: &crate::delivery::Policy,
+    ) -> Option<LatestReader<E>> {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return None;
+        }
+        let me: Arc<dyn AnyTopic> = self.clone();
+        let cursor = Arc::new(Cursor::new(
+            id,
+            policy.name.clone(),
+            policy.linked,
+            Arc::downgrade(&me),
+        ));
+        let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
+        let state = &mut *inner;
+        let replay = (policy.replay || catch_up)
+            .then(|| state.retained.back())
+            .flatten();
+        state.latest.attach(cursor.clone(), replay);
+        let wakers = self.update_live(&mut inner);
+        drop(inner);
+        wake(wakers);
+        Some(LatestReader::new(self.clone(), cursor))
+    }
+
+    /// Runs `f` on the latest cell under the topic lock (a keep-latest reader's look, and its
+    /// parking: see `latest.rs`).
+    pub(crate) fn with_latest<R>(&self, f: impl FnOnce(&mut LatestCell<E>, &Waiters) -> R) -> R {
+        f(&mut lock(&self.inner).latest, &self.waiters)
     }
 
     /// The log position of the next event.
@@ -467,13 +590,14 @@ impl<E: Send + Sync + 'static> Topic<E> {
         }
         let subs = std::mem::take(&mut inner.subs);
         let tail = inner.log.end_all(reason);
+        let latest = inner.latest.end_all(reason);
         let readers = self.waiters.take_all();
         let wakers = self.update_live(&mut inner);
         drop(inner);
         // No lock held from here: payloads may be dropped, wakers woken.
         wake(wakers);
         wake(readers);
-        drop(tail);
+        drop((tail, latest));
         drop(retained);
         for queue in subs {
             queue.end(reason);
@@ -523,7 +647,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
 
     /// Updates `live` and the demand; returns the demand watchers to wake (after the lock).
     fn update_live(&self, inner: &mut TopicInner<E>) -> Vec<Waker> {
-        let typed = inner.subs.len() + inner.log.readers.len();
+        let typed = inner.subs.len() + inner.log.readers.len() + inner.latest.readers.len();
         let live = typed + inner.erased.len() + usize::from(inner.retention > 0);
         self.live.store(live, Ordering::Release);
         let taps = inner.erased.iter().filter(|q| q.policy.tap).count();
@@ -559,24 +683,28 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let removed_typed = typed.map(|index| inner.subs.swap_remove(index));
         let removed_erased = erased.map(|index| inner.erased.swap_remove(index));
         let (was_reader, tail) = inner.log.detach(id);
-        let parked = was_reader.then(|| self.waiters.take(id)).flatten();
+        let (was_latest, kept, current) = inner.latest.detach(id);
+        let parked = (was_reader || was_latest)
+            .then(|| self.waiters.take(id))
+            .flatten();
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
         drop(parked);
         // Dropped with no lock held: the last handle may free queued payloads.
-        drop((removed_typed, removed_erased, tail));
+        drop((removed_typed, removed_erased, tail, kept, current));
     }
 
     fn end_reader(&self, id: u64, reason: EndReason) {
         let mut inner = lock(&self.inner);
         let tail = inner.log.end_one(id, reason);
+        let (_, current) = inner.latest.end_one(id, reason);
         let waker = self.waiters.take(id);
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
         wake(waker);
-        drop(tail);
+        drop((tail, current));
     }
 
     fn attach_erased(self: Arc<Self>, queue: &Arc<Queue<AnyEnvelope>>) -> bool {
@@ -609,7 +737,10 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         TypeStats {
             type_id: TypeId::of::<E>(),
             type_name: std::any::type_name::<E>(),
-            subscriptions: inner.subs.len() + inner.log.readers.len() + inner.erased.len(),
+            subscriptions: inner.subs.len()
+                + inner.log.readers.len()
+                + inner.latest.readers.len()
+                + inner.erased.len(),
             sent: c.sent + unheard,
             delivered: c.delivered,
             dropped_critical: c.dropped_critical,
@@ -627,6 +758,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         let erased = std::mem::take(&mut inner.erased);
         let retained = std::mem::take(&mut inner.retained);
         let tail = inner.log.end_all(reason);
+        let latest = inner.latest.end_all(reason);
         let readers = self.waiters.take_all();
         inner.retention = 0;
         // The demand watchers end with the topic (their producer can no longer send).
@@ -639,7 +771,7 @@ impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
         drop(inner);
         wake(wakers);
         wake(readers);
-        drop((retained, tail));
+        drop((retained, tail, latest));
         for watcher in watchers {
             watcher.end();
         }
