@@ -195,7 +195,7 @@ impl<E> Envelope<E> {
         Self {
             inner: Arc::new(Inner {
                 seq: AtomicU64::new(0),
-                sent_at: SystemTime::now(),
+                sent_at: crate::clock::now(),
                 origin,
                 event,
             }),

@@ -44,6 +44,7 @@ mod atomics {
     pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
 }
 mod bus;
+mod clock;
 mod context;
 pub mod ctx;
 mod delivery;

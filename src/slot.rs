@@ -6,8 +6,9 @@
 //! was 6 % of the samples of a 1 → 1 send. The log has one writer at a time (it holds the topic
 //! lock) and nobody ever blocks on a slot, so one release store is enough.
 //!
-//! This is the crate's only `unsafe` code. The argument, checked by the loom model in
-//! `tests/loom.rs` (which includes this file with loom's `Arc` and atomics):
+//! This is the crate's only `unsafe` code besides one `rdtsc` in `clock.rs`. The argument,
+//! checked by the loom model in `tests/loom.rs` (which includes this file with loom's `Arc`
+//! and atomics):
 //!
 //! - `ptr` is null until [`Slot::set`], then holds `Arc::into_raw` of the value: the slot owns
 //!   that one strong count until it is dropped. `set` is called at most once per slot — the
