@@ -9,7 +9,8 @@
 //!
 //! Setup: multi-thread runtime with 2 workers, a 32-byte event; the alternatives carry
 //! `Arc<Event>` as a user would (so one allocation per send, like scopebus). Every figure is the
-//! median of `RUNS` runs. The alternatives:
+//! median of `RUNS` runs, and the contenders of a row take turns (run 1 of each, then run 2 of
+//! each, ...), so that a slow phase of the machine falls on all of them. The alternatives:
 //! - `broadcast`: `tokio::sync::broadcast` with a ring big enough never to lag (lossless), and
 //!   with a 1024 ring (what people use; it loses events under load);
 //! - `async-broadcast` with a capacity big enough never to overflow;
@@ -406,12 +407,34 @@ fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     runs.swap_remove(runs.len() / 2)
 }
 
-/// Deliveries per second (median of `RUNS`) and lost deliveries, for one contender.
-fn fanout_rate(rt: &tokio::runtime::Runtime, who: Who, w: Fanout) -> (f64, u64) {
-    let runs: Vec<Outcome> = (0..RUNS).map(|_| fanout(rt, who, w)).collect();
-    let o = median_by(runs, |o| o.elapsed.as_secs_f64());
-    let rate = w.deliveries() as f64 / o.elapsed.as_secs_f64();
-    (rate, w.deliveries() - o.received)
+/// Runs each measurement once per round for `RUNS` rounds and returns the median of each
+/// (by `key`). Taking turns means a slow phase of the machine — this VM has them, lasting
+/// seconds — falls on every contender of a row rather than on one, so ratios hold.
+fn interleaved<T>(measures: &[&dyn Fn() -> T], key: impl Fn(&T) -> f64) -> Vec<T> {
+    let mut runs: Vec<Vec<T>> = measures.iter().map(|_| Vec::new()).collect();
+    for _ in 0..RUNS {
+        for (measure, runs) in measures.iter().zip(&mut runs) {
+            runs.push(measure());
+        }
+    }
+    runs.into_iter().map(|runs| median_by(runs, &key)).collect()
+}
+
+/// Deliveries per second (median of `RUNS`, contenders taking turns) and lost deliveries, for
+/// each contender.
+fn fanout_rates(rt: &tokio::runtime::Runtime, contenders: &[Who], w: Fanout) -> Vec<(f64, u64)> {
+    let measures: Vec<Box<dyn Fn() -> Outcome + '_>> = contenders
+        .iter()
+        .map(|&who| Box::new(move || fanout(rt, who, w)) as Box<dyn Fn() -> Outcome>)
+        .collect();
+    let measures: Vec<&dyn Fn() -> Outcome> = measures.iter().map(|m| &**m).collect();
+    interleaved(&measures, |o| o.elapsed.as_secs_f64())
+        .into_iter()
+        .map(|o| {
+            let rate = w.deliveries() as f64 / o.elapsed.as_secs_f64();
+            (rate, w.deliveries() - o.received)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,8 +533,8 @@ fn print_table(title: &str, contenders: &[Who], rows: &[Row]) {
 fn fanout_row(rt: &tokio::runtime::Runtime, name: &str, w: Fanout) -> Row {
     let figures = ALL
         .iter()
-        .map(|&who| {
-            let (rate, lost) = fanout_rate(rt, who, w);
+        .zip(fanout_rates(rt, &ALL, w))
+        .map(|(&who, (rate, lost))| {
             if who == Who::Scopebus {
                 assert_eq!(lost, 0, "scopebus lost events with the default policy");
             }
@@ -532,55 +555,43 @@ fn fanout_row(rt: &tokio::runtime::Runtime, name: &str, w: Fanout) -> Row {
 fn no_subscriber(rt: &tokio::runtime::Runtime) -> Row {
     const SENDS: u64 = 5_000_000;
     let per_send = |elapsed: Duration| elapsed.as_nanos() as f64 / SENDS as f64;
-    let ours = median_by(
-        (0..RUNS)
-            .map(|_| {
-                rt.block_on(ctx::scope("idle").run(async {
-                    let start = Instant::now();
-                    for i in 0..SENDS {
-                        black_box(ctx::send(event(i)));
-                    }
-                    per_send(start.elapsed())
-                }))
-            })
-            .collect(),
-        |x| *x,
-    );
+    let ours = || {
+        rt.block_on(ctx::scope("idle").run(async {
+            let start = Instant::now();
+            for i in 0..SENDS {
+                black_box(ctx::send(event(i)));
+            }
+            per_send(start.elapsed())
+        }))
+    };
     let (tx, rx) = broadcast::channel::<Arc<Event>>(16);
     drop(rx);
-    let broadcast = median_by(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                for i in 0..SENDS {
-                    // broadcast allocates the Arc before finding out nobody listens.
-                    let _ = black_box(tx.send(Arc::new(event(i))));
-                }
-                per_send(start.elapsed())
-            })
-            .collect(),
-        |x| *x,
-    );
+    let broadcast = || {
+        let start = Instant::now();
+        for i in 0..SENDS {
+            // broadcast allocates the Arc before finding out nobody listens.
+            let _ = black_box(tx.send(Arc::new(event(i))));
+        }
+        per_send(start.elapsed())
+    };
     let registry: RwLock<Vec<mpsc::UnboundedSender<Arc<Event>>>> = RwLock::new(Vec::new());
-    let hand_rolled = median_by(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                for i in 0..SENDS {
-                    let senders = registry.read().unwrap();
-                    if !senders.is_empty() {
-                        let e = Arc::new(event(i));
-                        for tx in senders.iter() {
-                            let _ = tx.send(e.clone());
-                        }
-                    }
-                    black_box(&senders);
+    let hand_rolled = || {
+        let start = Instant::now();
+        for i in 0..SENDS {
+            let senders = registry.read().unwrap();
+            if !senders.is_empty() {
+                let e = Arc::new(event(i));
+                for tx in senders.iter() {
+                    let _ = tx.send(e.clone());
                 }
-                per_send(start.elapsed())
-            })
-            .collect(),
-        |x| *x,
-    );
+            }
+            black_box(&senders);
+        }
+        per_send(start.elapsed())
+    };
+    let [ours, broadcast, hand_rolled] = interleaved(&[&ours, &broadcast, &hand_rolled], |x| *x)
+        .try_into()
+        .expect("three measurements");
     Row {
         workload: "send, no subscriber".into(),
         unit: "ns",
@@ -731,10 +742,20 @@ fn latency_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
         Who::Mpsc,
         Who::Flume,
     ];
+    // Each contender's p50 and p99 are the medians over `RUNS` runs, the contenders taking
+    // turns (see `interleaved`).
+    let mut runs: Vec<Vec<(f64, f64)>> = contenders.iter().map(|_| Vec::new()).collect();
+    for _ in 0..RUNS {
+        for (&who, runs) in contenders.iter().zip(&mut runs) {
+            runs.push(latency(rt, who));
+        }
+    }
     let results: Vec<(Who, f64, f64)> = contenders
         .iter()
-        .map(|&who| {
-            let (p50, p99) = latency(rt, who);
+        .zip(runs)
+        .map(|(&who, runs)| {
+            let p50 = median_by(runs.iter().map(|r| r.0).collect(), |x| *x);
+            let p99 = median_by(runs.iter().map(|r| r.1).collect(), |x| *x);
             (who, p50, p99)
         })
         .collect();
@@ -861,8 +882,7 @@ fn per_op(elapsed: Duration, ops: u64) -> f64 {
 }
 
 fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
-    let median = |f: &dyn Fn() -> f64| median_by((0..RUNS).map(|_| f()).collect(), |x| *x);
-    let ours = median(&|| {
+    let ours = || {
         on_worker(
             rt,
             ctx::scope("spawn").run(async {
@@ -873,8 +893,8 @@ fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
                 per_op(start.elapsed(), OPS)
             }),
         )
-    });
-    let tracker = median(&|| {
+    };
+    let tracker = || {
         on_worker(rt, async {
             let tracker = tokio_util::task::TaskTracker::new();
             let start = Instant::now();
@@ -883,8 +903,8 @@ fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
             }
             per_op(start.elapsed(), OPS)
         })
-    });
-    let join_set = median(&|| {
+    };
+    let join_set = || {
         on_worker(rt, async {
             let mut set = tokio::task::JoinSet::new();
             let start = Instant::now();
@@ -894,18 +914,8 @@ fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
             }
             per_op(start.elapsed(), OPS)
         })
-    });
-    let spawn = Row {
-        workload: "spawn + await a trivial task".into(),
-        unit: "ns",
-        higher_is_better: false,
-        figures: vec![
-            (Who::Scopebus, ours, None),
-            (Who::Mpsc, tracker, None),
-            (Who::Flume, join_set, None),
-        ],
     };
-    let hand_rolled_scope = median(&|| {
+    let hand_rolled_scope = || {
         on_worker(rt, async {
             let parent = tokio_util::sync::CancellationToken::new();
             let start = Instant::now();
@@ -919,29 +929,50 @@ fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
             }
             per_op(start.elapsed(), OPS)
         })
-    });
+    };
     let scope = |isolated: bool| {
-        median(&|| {
-            on_worker(
-                rt,
-                ctx::scope("root").run(async move {
-                    let start = Instant::now();
-                    for _ in 0..OPS {
-                        let scope = ctx::scope("nested");
-                        let scope = if isolated { scope.isolated() } else { scope };
-                        scope.run(async {}).await;
-                    }
-                    per_op(start.elapsed(), OPS)
-                }),
-            )
-        })
+        on_worker(
+            rt,
+            ctx::scope("root").run(async move {
+                let start = Instant::now();
+                for _ in 0..OPS {
+                    let scope = ctx::scope("nested");
+                    let scope = if isolated { scope.isolated() } else { scope };
+                    scope.run(async {}).await;
+                }
+                per_op(start.elapsed(), OPS)
+            }),
+        )
+    };
+    let [ours, tracker, join_set, hand_rolled_scope, nested, isolated] = interleaved(
+        &[
+            &ours,
+            &tracker,
+            &join_set,
+            &hand_rolled_scope,
+            &|| scope(false),
+            &|| scope(true),
+        ],
+        |x| *x,
+    )
+    .try_into()
+    .expect("six measurements");
+    let spawn = Row {
+        workload: "spawn + await a trivial task".into(),
+        unit: "ns",
+        higher_is_better: false,
+        figures: vec![
+            (Who::Scopebus, ours, None),
+            (Who::Mpsc, tracker, None),
+            (Who::Flume, join_set, None),
+        ],
     };
     let nested = Row {
         workload: "nested scope enter + exit".into(),
         unit: "ns",
         higher_is_better: false,
         figures: vec![
-            (Who::Scopebus, scope(false), None),
+            (Who::Scopebus, nested, None),
             (Who::Mpsc, hand_rolled_scope, None),
         ],
     };
@@ -950,7 +981,7 @@ fn task_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
         unit: "ns",
         higher_is_better: false,
         figures: vec![
-            (Who::Scopebus, scope(true), None),
+            (Who::Scopebus, isolated, None),
             (Who::Mpsc, hand_rolled_scope, None),
         ],
     };
@@ -968,100 +999,90 @@ fn policy_rows(rt: &tokio::runtime::Runtime) -> Vec<Row> {
         KeepLatest,
     }
     let ours = |policy: Policy| {
-        median_by(
-            (0..RUNS)
-                .map(|_| {
-                    let start = Instant::now();
-                    let received: u64 = on_worker(rt, async move {
-                        let readers = ctx::scope("policy")
-                            .run(async {
-                                let readers: Vec<_> = (0..4)
-                                    .map(|_| {
-                                        let builder = ctx::subscription::<Event>();
-                                        let mut sub = match policy {
-                                            Policy::DropOldest => {
-                                                builder.bounded(1024, Overflow::DropOldest)
-                                            }
-                                            Policy::KeepLatest => builder.keep_latest(),
-                                        }
-                                        .lossy()
-                                        .subscribe();
-                                        ctx::spawn(async move {
-                                            let mut n = 0u64;
-                                            while let Some(e) = sub.next().await {
-                                                black_box(&*e);
-                                                n += 1;
-                                            }
-                                            n
-                                        })
-                                    })
-                                    .collect();
-                                for i in 0..PER {
-                                    ctx::send(event(i));
-                                    maybe_yield(i, Some(256)).await;
-                                }
-                                readers
-                            })
-                            .await;
-                        join_all_scoped(readers).await
-                    });
-                    (start.elapsed(), received)
-                })
-                .collect(),
-            |o| o.0.as_secs_f64(),
-        )
-    };
-    let broadcast_1024 = median_by(
-        (0..RUNS)
-            .map(|_| {
-                let w = Fanout {
-                    producers: 1,
-                    subs: 4,
-                    per: PER,
-                    yield_every: Some(256),
-                };
-                let o = fanout(rt, Who::Broadcast1024, w);
-                (o.elapsed, o.received)
-            })
-            .collect(),
-        |o| o.0.as_secs_f64(),
-    );
-    let watch = median_by(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                let received: u64 = on_worker(rt, async {
-                    let (tx, rx) = tokio::sync::watch::channel(Arc::new(event(0)));
+        let start = Instant::now();
+        let received: u64 = on_worker(rt, async move {
+            let readers = ctx::scope("policy")
+                .run(async {
                     let readers: Vec<_> = (0..4)
                         .map(|_| {
-                            let mut rx = rx.clone();
-                            tokio::spawn(async move {
+                            let builder = ctx::subscription::<Event>();
+                            let mut sub = match policy {
+                                Policy::DropOldest => builder.bounded(1024, Overflow::DropOldest),
+                                Policy::KeepLatest => builder.keep_latest(),
+                            }
+                            .lossy()
+                            .subscribe();
+                            ctx::spawn(async move {
                                 let mut n = 0u64;
-                                while rx.changed().await.is_ok() {
-                                    black_box(&**rx.borrow_and_update());
+                                while let Some(e) = sub.next().await {
+                                    black_box(&*e);
                                     n += 1;
                                 }
                                 n
                             })
                         })
                         .collect();
-                    drop(rx);
                     for i in 0..PER {
-                        tx.send_replace(Arc::new(event(i)));
+                        ctx::send(event(i));
                         maybe_yield(i, Some(256)).await;
                     }
-                    drop(tx);
-                    join_all(readers).await.into_iter().sum()
-                });
-                (start.elapsed(), received)
-            })
-            .collect(),
+                    readers
+                })
+                .await;
+            join_all_scoped(readers).await
+        });
+        (start.elapsed(), received)
+    };
+    let broadcast_1024 = || {
+        let w = Fanout {
+            producers: 1,
+            subs: 4,
+            per: PER,
+            yield_every: Some(256),
+        };
+        let o = fanout(rt, Who::Broadcast1024, w);
+        (o.elapsed, o.received)
+    };
+    let watch = || {
+        let start = Instant::now();
+        let received: u64 = on_worker(rt, async {
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(event(0)));
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let mut rx = rx.clone();
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while rx.changed().await.is_ok() {
+                            black_box(&**rx.borrow_and_update());
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            drop(rx);
+            for i in 0..PER {
+                tx.send_replace(Arc::new(event(i)));
+                maybe_yield(i, Some(256)).await;
+            }
+            drop(tx);
+            join_all(readers).await.into_iter().sum()
+        });
+        (start.elapsed(), received)
+    };
+    let [drop_oldest, broadcast_1024, keep_latest, watch] = interleaved(
+        &[
+            &|| ours(Policy::DropOldest),
+            &broadcast_1024,
+            &|| ours(Policy::KeepLatest),
+            &watch,
+        ],
         |o| o.0.as_secs_f64(),
-    );
+    )
+    .try_into()
+    .expect("four measurements");
     let rate = |o: &(Duration, u64)| PER as f64 / o.0.as_secs_f64();
     let lost = |o: &(Duration, u64)| Some(PER * 4 - o.1);
-    let drop_oldest = ours(Policy::DropOldest);
-    let keep_latest = ours(Policy::KeepLatest);
     vec![
         Row {
             workload: "bounded 1024 drop-oldest, 1 → 4, sends/s (vs broadcast 1024)".into(),
@@ -1105,26 +1126,22 @@ fn sweep(rt: &tokio::runtime::Runtime) -> Vec<(Who, Vec<f64>)> {
         Who::Mpsc,
         Who::Flume,
     ];
-    contenders
-        .iter()
-        .map(|&who| {
-            let rates = SWEEP
-                .iter()
-                .map(|&subs| {
-                    // About 1.6 M deliveries per point.
-                    let per = (1_600_000 / subs as u64).max(2_000);
-                    let w = Fanout {
-                        producers: 1,
-                        subs,
-                        per,
-                        yield_every: Some(256),
-                    };
-                    fanout_rate(rt, who, w).0
-                })
-                .collect();
-            (who, rates)
-        })
-        .collect()
+    let mut series: Vec<(Who, Vec<f64>)> =
+        contenders.iter().map(|&who| (who, Vec::new())).collect();
+    for &subs in &SWEEP {
+        // About 1.6 M deliveries per point.
+        let per = (1_600_000 / subs as u64).max(2_000);
+        let w = Fanout {
+            producers: 1,
+            subs,
+            per,
+            yield_every: Some(256),
+        };
+        for ((_, rates), (rate, _)) in series.iter_mut().zip(fanout_rates(rt, &contenders, w)) {
+            rates.push(rate);
+        }
+    }
+    series
 }
 
 /// A line chart of deliveries/s against subscribers (log scale), as SVG.
@@ -1287,7 +1304,7 @@ fn main() {
     let rt = runtime();
     println!(
         "scopebus performance suite — multi-thread runtime, 2 workers, 32-byte event, median of \
-         {RUNS} runs"
+         {RUNS} runs, contenders taking turns"
     );
     println!(
         "ratio = scopebus / best lossless alternative, inverted for times and bytes: above 1.0 \
