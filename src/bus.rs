@@ -170,10 +170,11 @@ impl Bus {
     /// [`publish`](Self::publish), building the event only if someone could receive it: a
     /// system event nobody subscribed to (the common case, sent on every scope start and stop)
     /// is counted as sent and undelivered, and never allocated.
-    pub(crate) fn publish_with<E: Send + Sync + 'static>(
+    /// `make` gives the origin with the event: a scope's identity is itself made on first use
+    /// (`Frame::info`), so a lifecycle event nobody hears does not make it.
+    pub(crate) fn publish_with<'a, E: Send + Sync + 'static>(
         &self,
-        origin: &Arc<ScopeInfo>,
-        event: impl FnOnce() -> E,
+        make: impl FnOnce() -> (&'a Arc<ScopeInfo>, E),
     ) {
         let unheard = !self.dead_letters
             && !self.is_closed()
@@ -184,7 +185,8 @@ impl Bus {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.publish(origin, event());
+        let (origin, event) = make();
+        self.publish(origin, event);
     }
 
     /// Publishes `event` as `sender`; `topic` is the type's topic when the caller has it (a

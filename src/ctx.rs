@@ -81,7 +81,7 @@ pub fn send<E: Send + Sync + 'static>(event: E) -> Sent {
     // One context lookup, and only the outcome comes back (not the event): on the hot path,
     // moving the event back out through the layers of `try_send`'s result costs more than
     // the send itself when nobody listens.
-    let outcome = context::with(move |frame| frame.bus.send_or_drop(&frame.info, event));
+    let outcome = context::with(move |frame| frame.bus.send_or_drop(frame.info(), event));
     plain_outcome::<E>("send", outcome)
 }
 
@@ -98,7 +98,7 @@ pub fn try_send<E: Send + Sync + 'static>(event: E) -> Result<Sent, SendError<E>
     }
     // The event moves straight into the send (no `Option` to take it back from): cheaper on
     // the hot path than one context lookup that must hand the event back when unset.
-    context::with(move |frame| frame.bus.send(&frame.info, event)).expect("checked just above")
+    context::with(move |frame| frame.bus.send(frame.info(), event)).expect("checked just above")
 }
 
 /// Publishes `event` like [`send`], but first waits until every subscription of `E` whose
@@ -155,7 +155,7 @@ pub fn send_wait<E: Send + Sync + 'static>(
         Some(frame) => {
             frame
                 .bus
-                .try_send_with_room(&frame.info, event, waker, Sender::Anyone, None)
+                .try_send_with_room(frame.info(), event, waker, Sender::Anyone, None)
         }
         None => Err(Full::Refused(SendError::new(SendErrorKind::NoScope, event))),
     })

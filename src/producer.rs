@@ -117,12 +117,12 @@ pub(crate) fn register<E: Send + Sync + 'static>(
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     let topic = frame.bus.topic::<E>();
-    topic.register(id, options.open, options.retain, &frame.info)?;
+    topic.register(id, options.open, options.retain, frame.info())?;
     let registration = Arc::new(Registration {
         id,
         bus: frame.bus.clone(),
         topic,
-        owner: frame.info.clone(),
+        owner: frame.info().clone(),
         frame: Arc::downgrade(frame),
     });
     let weak = Arc::downgrade(&registration);

@@ -300,7 +300,13 @@ impl fmt::Debug for Scope {
 
 /// A running scope (see the module documentation).
 pub(crate) struct Frame {
-    pub(crate) info: Arc<ScopeInfo>,
+    id: ScopeId,
+    /// The scope's name when it is `'static` (the common case), for [`Frame::info`]; an owned
+    /// name goes straight into `info`.
+    static_name: &'static str,
+    /// The scope's identity, shared by the envelopes it sends and its system events: made on
+    /// first use (most nested scopes never need it), or at once for an owned name.
+    info: OnceLock<Arc<ScopeInfo>>,
     pub(crate) state: Arc<StateMap>,
     /// The parent scope: its bus is where this scope's lifecycle events are published, and
     /// the shutdown token, abort node and hold below are made from its own when first needed.
@@ -378,10 +384,7 @@ impl Frame {
         state: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
         parent: Option<Arc<Frame>>,
     ) -> Self {
-        let info = Arc::new(ScopeInfo {
-            id: ScopeId::next(),
-            name,
-        });
+        let id = ScopeId::next();
         let (bus, owns_bus) = match &parent {
             Some(parent) if !isolated => {
                 assert!(
@@ -389,7 +392,7 @@ impl Frame {
                     "`Scope::on_drop`, `dead_letters`, `paused` and `held_capacity` configure a \
                      bus, but scope `{}` shares its parent's bus; set them on the root scope or \
                      make this scope `isolated()`",
-                    info.name
+                    name
                 );
                 (parent.bus.clone(), false)
             }
@@ -399,13 +402,19 @@ impl Frame {
             Some(parent) => tracing::info_span!(
                 parent: &parent.span,
                 "scope",
-                name = %info.name,
-                id = info.id.get(),
+                name = %name,
+                id = id.get(),
                 isolated
             ),
-            None => tracing::info_span!("scope", name = %info.name, id = info.id.get(), isolated),
+            None => tracing::info_span!("scope", name = %name, id = id.get(), isolated),
+        };
+        let (static_name, info) = match name {
+            Cow::Borrowed(name) => (name, OnceLock::new()),
+            Cow::Owned(_) => ("", OnceLock::from(Arc::new(ScopeInfo { id, name }))),
         };
         Self {
+            id,
+            static_name,
             info,
             state: StateMap::inherit(parent.as_ref().map(|p| &p.state), state),
             abort: OnceLock::new(),
@@ -430,6 +439,17 @@ impl Frame {
             finished: AtomicBool::new(false),
             hold: Mutex::new(HoldState::None),
         }
+    }
+
+    /// The scope's identity (made on first use, see the field).
+    #[inline]
+    pub(crate) fn info(&self) -> &Arc<ScopeInfo> {
+        self.info.get_or_init(|| {
+            Arc::new(ScopeInfo {
+                id: self.id,
+                name: Cow::Borrowed(self.static_name),
+            })
+        })
     }
 
     /// The hold a new task of this scope keeps (see [`Hold`]): made at the first spawn, from
@@ -650,10 +670,14 @@ impl Frame {
     /// Publishes `ScopeStarted` on the parent's bus.
     fn announce_start(&self) {
         if let Some(parent) = &self.parent {
-            parent.bus.publish_with(&self.info, || ScopeStarted {
-                scope: self.info.clone(),
-                parent: parent.info.id,
-                isolated: self.isolated,
+            parent.bus.publish_with(|| {
+                let origin = self.info();
+                let event = ScopeStarted {
+                    scope: origin.clone(),
+                    parent: parent.id,
+                    isolated: self.isolated,
+                };
+                (origin, event)
             });
         }
     }
@@ -661,9 +685,10 @@ impl Frame {
     /// Publishes `ScopeStopped` on the parent's bus.
     fn announce_stop(&self, outcome: ScopeOutcome) {
         if let Some(parent) = &self.parent {
-            parent.bus.publish_with(&self.info, || ScopeStopped {
-                scope: self.info.clone(),
-                outcome,
+            parent.bus.publish_with(|| {
+                let origin = self.info();
+                let scope = origin.clone();
+                (origin, ScopeStopped { scope, outcome })
             });
         }
     }
@@ -825,7 +850,7 @@ impl ScopeHandle {
 
     /// The scope's name and id.
     pub fn info(&self) -> &ScopeInfo {
-        &self.frame.info
+        self.frame.info()
     }
 
     /// Publishes `event` on this scope's bus, from anywhere: another scope (an isolated
@@ -867,7 +892,7 @@ impl ScopeHandle {
     /// [`SendErrorKind::NotOwner`](crate::SendErrorKind::NotOwner) if `E` is owned by a
     /// producer.
     pub fn try_send<E: Send + Sync + 'static>(&self, event: E) -> Result<Sent, SendError<E>> {
-        self.frame.bus.send(&self.frame.info, event)
+        self.frame.bus.send(self.frame.info(), event)
     }
 
     /// Holds every later send on this scope's bus until [`start`](Self::start); see
@@ -944,7 +969,7 @@ impl ScopeHandle {
 impl fmt::Debug for ScopeHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScopeHandle")
-            .field("scope", &self.frame.info)
+            .field("scope", self.frame.info())
             .field("cancelled", &self.is_cancelled())
             .finish()
     }

@@ -182,14 +182,16 @@ impl<F: Future> Future for TaskFuture<F> {
         if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(abort, cx)) {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
-        let (bus, origin, task) = (&this.frame.bus, &this.frame.info, *this.task);
+        let frame: &Frame = this.frame;
+        let (bus, origin, task) = (&frame.bus, || frame.info(), *this.task);
         Poll::Ready(match ready!(poll) {
             Ok(value) => {
                 // The user's future has returned: everything it held is gone already.
                 *this.done = true;
-                bus.publish_with(origin, || TaskFinished {
-                    scope: origin.clone(),
-                    task,
+                bus.publish_with(|| {
+                    let origin = origin();
+                    let scope = origin.clone();
+                    (origin, TaskFinished { scope, task })
                 });
                 Ok(value)
             }
@@ -197,10 +199,18 @@ impl<F: Future> Future for TaskFuture<F> {
                 // Unwound: likewise, its locals were dropped by the panic.
                 let message = panic_message(&*payload);
                 *this.done = true;
-                bus.publish_with(origin, || TaskFailed {
-                    scope: origin.clone(),
-                    task,
-                    message: message.clone(),
+                bus.publish_with(|| {
+                    let origin = origin();
+                    let scope = origin.clone();
+                    let message = message.clone();
+                    (
+                        origin,
+                        TaskFailed {
+                            scope,
+                            task,
+                            message,
+                        },
+                    )
                 });
                 this.frame.fail(payload);
                 Err(TaskError::Panicked(message))
@@ -227,10 +237,11 @@ impl<F: Future> PinnedDrop for TaskFuture<F> {
         }
         this.watch.release(frame.abort_node());
         if !*this.done {
-            let (origin, task) = (&frame.info, *this.task);
-            frame.bus.publish_with(origin, || TaskCancelled {
-                scope: origin.clone(),
-                task,
+            let task = *this.task;
+            frame.bus.publish_with(|| {
+                let origin = frame.info();
+                let scope = origin.clone();
+                (origin, TaskCancelled { scope, task })
             });
         }
     }
@@ -250,9 +261,10 @@ where
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
     let task = TaskId::next();
-    frame.bus.publish_with(&frame.info, || TaskSpawned {
-        scope: frame.info.clone(),
-        task,
+    frame.bus.publish_with(|| {
+        let origin = frame.info();
+        let scope = origin.clone();
+        (origin, TaskSpawned { scope, task })
     });
     // Counted now, released at the end of the task's drop (even if it is never polled).
     frame.tasks.add();

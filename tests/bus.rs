@@ -281,6 +281,42 @@ fn slow_subscriber_gets_100k_events_in_order() {
 }
 
 #[test]
+fn a_scope_has_one_identity_in_its_handle_its_envelopes_and_its_lifecycle_events() {
+    both(|| async {
+        ctx::scope("root")
+            .run(async {
+                let mut started = ctx::subscribe::<scopebus::ScopeStarted>();
+                let mut sub = ctx::subscribe::<Msg>();
+                let parent = ctx::current().info().id();
+                for name in [String::from("owned-7"), String::new()] {
+                    let owned = !name.is_empty();
+                    let scope = if owned {
+                        ctx::scope(name)
+                    } else {
+                        ctx::scope("static")
+                    };
+                    let handle = scope
+                        .run(async {
+                            ctx::send(Msg(1));
+                            ctx::current()
+                        })
+                        .await;
+                    let event = started.try_next().unwrap();
+                    let sent = sub.try_next().unwrap();
+                    let info = handle.info();
+                    assert_eq!(info.name(), if owned { "owned-7" } else { "static" });
+                    // The same shared identity, not three copies.
+                    assert!(std::ptr::eq(sent.origin(), info));
+                    assert!(std::ptr::eq(&*event.scope, info));
+                    assert_eq!(event.parent, parent);
+                    assert_ne!(info.id(), parent);
+                }
+            })
+            .await;
+    });
+}
+
+#[test]
 fn sequence_numbers_increase_and_origin_is_the_sender() {
     both(|| async {
         ctx::scope("root")
