@@ -73,6 +73,11 @@ const _: () = {
 
 pub(crate) struct Segment<E> {
     slots: [Slot<Inner<E>>; SEGMENT],
+    /// Bit `i` is set when slot `i` was written while the log had exactly one reader: that
+    /// reader is the slot's only reader (readers attached later start after it), so it takes
+    /// the slot's count instead of cloning it ([`Slot::read`]). Written by the writer before
+    /// the slot's release store, read by the reader after its acquire load.
+    sole: AtomicU64,
     next: OnceLock<Arc<Segment<E>>>,
 }
 
@@ -80,6 +85,7 @@ impl<E> Segment<E> {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             slots: std::array::from_fn(|_| Slot::new()),
+            sole: AtomicU64::new(0),
             next: OnceLock::new(),
         })
     }
@@ -277,6 +283,11 @@ impl<E> LogWriter<E> {
             self.at = 0;
         }
         let tail = self.tail.as_ref().expect("just set");
+        if self.readers.len() == 1 {
+            // One writer (under the topic lock): a plain read-modify-write is enough.
+            let sole = tail.sole.load(Ordering::Relaxed) | 1 << self.at;
+            tail.sole.store(sole, Ordering::Relaxed);
+        }
         tail.slots[self.at].set(envelope.into_shared());
         self.at += 1;
         self.next += 1;
@@ -383,6 +394,10 @@ impl<E: Send + Sync + 'static> LogReader<E> {
     /// The next event if one is there now: `Ready(Some)`, `Ready(None)` with the reason once
     /// ended and read to the end, or `Pending` (parking `waker` if given).
     #[inline]
+    #[allow(
+        unsafe_code,
+        reason = "`Slot::read`, with the only-reader argument at the call"
+    )]
     pub(crate) fn poll_take(
         &mut self,
         waker: Option<&Waker>,
@@ -416,7 +431,12 @@ impl<E: Send + Sync + 'static> LogReader<E> {
                     }
                 }
             }
-            if let Some(envelope) = self.segment.slots[self.at as usize].get() {
+            let (segment, at) = (&self.segment, self.at as usize);
+            let sole = || segment.sole.load(Ordering::Relaxed) & 1 << at != 0;
+            // SAFETY: a slot marked sole was written while this reader was the log's only
+            // one, and readers attached later start after it (`LogWriter::attach`): nobody
+            // else reads it, and this reader moves past it now.
+            if let Some(envelope) = unsafe { segment.slots[at].read(sole) } {
                 self.at += 1;
                 self.pos += 1;
                 return Poll::Ready(Ok(Envelope::from_shared(envelope)));

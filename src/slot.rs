@@ -6,20 +6,26 @@
 //! was 6 % of the samples of a 1 → 1 send. The log has one writer at a time (it holds the topic
 //! lock) and nobody ever blocks on a slot, so one release store is enough.
 //!
-//! This is the crate's only `unsafe` code besides one `rdtsc` in `clock.rs`. The argument,
-//! checked by the loom model in `tests/loom.rs` (which includes this file with loom's `Arc`
-//! and atomics):
+//! This is the crate's `unsafe` code, with its one caller in `log.rs` (whose only-reader
+//! argument is there) and one `rdtsc` in `clock.rs`. The argument, checked by the loom model
+//! in `tests/loom.rs` (which includes this file with loom's `Arc` and atomics):
 //!
 //! - `ptr` is null until [`Slot::set`], then holds `Arc::into_raw` of the value: the slot owns
 //!   that one strong count until it is dropped. `set` is called at most once per slot — the
 //!   writer holds the topic lock and moves past a slot once it has written it; debug builds
 //!   check it. (Were it called twice, the first value would leak, nothing worse.)
-//! - `set` stores the pointer with `Release`, after the `Arc` is complete; [`Slot::get`] loads
+//! - `set` stores the pointer with `Release`, after the `Arc` is complete; [`Slot::read`] loads
 //!   it with `Acquire`. A reader that sees the pointer therefore sees the value behind it.
-//! - `get` clones through the slot's own count while borrowing the slot (`&self`): the slot,
+//! - `read` clones through the slot's own count while borrowing the slot (`&self`): the slot,
 //!   and so its count, outlives the clone, so the count is at least 1 when incremented and
 //!   never climbs back from 0.
-//! - `Drop` has `&mut self` — no reader can be looking — and gives the slot's count back.
+//! - Or `read` hands the slot's own count to its caller and empties the slot, when the caller
+//!   says it is the slot's only reader (hence an `unsafe fn`): the log marks the slots written while it had
+//!   exactly one reader (`log.rs`), and readers attached later start after them. No count is
+//!   taken, and the slot's `Drop` finds it empty: two atomic read-modify-writes fewer per
+//!   event for a type with one default subscriber.
+//! - `Drop` has `&mut self` — no reader can be looking — and gives the slot's count back, if it
+//!   still has it.
 //! - `Slot<T>` is `Send`/`Sync` exactly when `Arc<T>` is (the `PhantomData`), not always, as
 //!   a bare `AtomicPtr` would be.
 //!
@@ -56,12 +62,29 @@ impl<T> Slot<T> {
             .store(Arc::into_raw(value).cast_mut(), Ordering::Release);
     }
 
-    /// A clone of the value, if the slot is filled.
+    /// The value, if the slot is filled: a clone, or — when `sole()` says so, asked only once
+    /// the slot is seen filled — the slot's own count, taken out (the slot is then empty, and
+    /// no count is taken or given back later).
+    ///
+    /// # Safety
+    ///
+    /// If `sole()` returns `true`, no other thread may look at this slot again (`get`,
+    /// `is_set`, `read`): the caller is its only reader. (Another reader would see it empty, or
+    /// clone a value the caller may have dropped already.)
     #[inline]
-    pub(crate) fn get(&self) -> Option<Arc<T>> {
+    pub(crate) unsafe fn read(&self, sole: impl FnOnce() -> bool) -> Option<Arc<T>> {
         let ptr = self.ptr.load(Ordering::Acquire);
         if ptr.is_null() {
             return None;
+        }
+        if sole() {
+            // Nobody else reads the slot (the caller's contract), and its `Drop`, which has
+            // `&mut self`, is ordered after this by whatever gave it exclusive access: a plain
+            // store is enough to hand the count over.
+            self.ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
+            // SAFETY: `ptr` came from `Arc::into_raw` in `set`, and its count was the slot's;
+            // the slot is now empty, so the count is ours, once.
+            return Some(unsafe { Arc::from_raw(ptr) });
         }
         // SAFETY: a non-null `ptr` came from `Arc::into_raw` in `set` (module invariants), and
         // the slot holds that count while we borrow it, so the `Arc` is alive. `ManuallyDrop`

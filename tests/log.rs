@@ -169,3 +169,45 @@ fn a_payload_whose_drop_uses_the_bus_does_not_deadlock_when_its_segment_is_freed
 }
 
 use futures::FutureExt;
+
+/// A slot written while its type had one default subscriber is handed to that reader (its
+/// reference count taken over, not cloned). Readers that come and go between writes must still
+/// each get exactly their events, and every payload must be freed exactly once.
+#[test]
+fn sole_and_shared_slots_each_reach_exactly_their_readers_and_are_freed_once() {
+    both(|| async {
+        let payloads = DropCounter::default();
+        let seen = payloads.clone();
+        ctx::scope("app")
+            .run(async move {
+                let mut a = ctx::subscribe::<Guard>();
+                for _ in 0..100 {
+                    ctx::send(seen.guard()); // a alone: sole slots
+                }
+                let mut b = ctx::subscribe::<Guard>();
+                for _ in 0..100 {
+                    ctx::send(seen.guard()); // shared by a and b
+                }
+                assert_eq!(a.drain().len(), 200);
+                assert_eq!(
+                    seen.live(),
+                    100,
+                    "a's sole events are freed as it drops them"
+                );
+                // b alone from here (a is gone): sole slots again, mid-segment.
+                drop(a);
+                for _ in 0..100 {
+                    ctx::send(seen.guard());
+                }
+                // a reader that comes back later never sees those.
+                let mut c = ctx::subscribe::<Guard>();
+                ctx::send(seen.guard());
+                assert_eq!(b.drain().len(), 201);
+                assert_eq!(c.drain().len(), 1);
+                drop((b, c));
+                assert_eq!(seen.live(), 0, "every payload freed");
+            })
+            .await;
+        assert_eq!(payloads.dropped(), 301);
+    });
+}

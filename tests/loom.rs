@@ -1,4 +1,4 @@
-//! Loom model of the log slot (`src/slot.rs`), the crate's only `unsafe` code.
+//! Loom model of the log slot (`src/slot.rs`), the crate's `unsafe` code.
 //!
 //! The file includes `src/slot.rs` itself, with loom's `Arc` and atomics in place of std's, and
 //! explores every interleaving of a writer and readers (within loom's bounds). Run it with
@@ -13,7 +13,10 @@
 //!   reported as a data race);
 //! - clones taken while other readers clone and drop, and the slot's own count given back
 //!   when it is dropped, balance exactly: loom fails a run that leaks an `Arc` or frees one
-//!   twice.
+//!   twice;
+//! - a sole reader that takes the slot's count (while the writer and the slot's last holder
+//!   race it) sees the payload, and the count is given back exactly once — by the reader's
+//!   handle, not by the slot.
 #![cfg(scopebus_loom)]
 
 mod atomics {
@@ -42,6 +45,13 @@ fn filled(value: u64) -> Arc<Payload> {
     payload
 }
 
+/// A clone of the slot's value, if filled.
+fn get(slot: &Slot<Payload>) -> Option<Arc<Payload>> {
+    // SAFETY (test): `|| false` never takes the slot's count, so any number of readers may
+    // call this.
+    unsafe { slot.read(|| false) }
+}
+
 fn read(payload: &Payload) -> u64 {
     // SAFETY (test): published by the slot, never written again.
     payload.0.with(|v| unsafe { *v })
@@ -55,9 +65,9 @@ fn a_reader_that_sees_the_slot_sees_the_payload() {
             let slot = slot.clone();
             thread::spawn(move || {
                 if slot.is_set() {
-                    let payload = slot.get().expect("a set slot stays set");
+                    let payload = get(&slot).expect("a set slot stays set");
                     assert_eq!(read(&payload), 42);
-                } else if let Some(payload) = slot.get() {
+                } else if let Some(payload) = get(&slot) {
                     assert_eq!(read(&payload), 42);
                 }
             })
@@ -76,8 +86,8 @@ fn clones_and_the_slot_give_back_every_count() {
                 let slot = slot.clone();
                 thread::spawn(move || {
                     // Keep one clone past the reader's borrow of the slot, drop the other.
-                    let kept = slot.get();
-                    drop(slot.get());
+                    let kept = get(&slot);
+                    drop(get(&slot));
                     drop(slot);
                     kept.map(|payload| read(&payload))
                 })
@@ -94,10 +104,33 @@ fn clones_and_the_slot_give_back_every_count() {
 }
 
 #[test]
+fn a_sole_reader_takes_the_count_and_gives_it_back_once() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new());
+        let reader = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                // SAFETY (test): this thread is the slot's only reader.
+                let taken = unsafe { slot.read(|| true) };
+                drop(slot); // perhaps the slot's last holder, before the payload is dropped
+                taken.map(|payload| read(&payload))
+            })
+        };
+        slot.set(filled(9));
+        drop(slot);
+        if let Some(value) = reader.join().unwrap() {
+            assert_eq!(value, 9);
+        }
+    });
+}
+
+#[test]
 fn a_slot_never_filled_drops_nothing() {
     loom::model(|| {
         let slot: Slot<Payload> = Slot::new();
-        assert!(slot.get().is_none());
+        assert!(get(&slot).is_none());
+        // SAFETY (test): the only reader.
+        assert!(unsafe { slot.read(|| true) }.is_none());
         assert!(!slot.is_set());
     });
 }
