@@ -763,14 +763,23 @@ async fn run<F: Future>(scope: Scope, body: F) -> F::Output {
     });
     let outcome = poll_fn(|cx| {
         poll_signal(&mut signal, &frame, cx);
-        // Registered before looking, so a failure in between still wakes us (`fail`).
-        frame.body_waker.register(cx.waker());
         if frame.has_failed() {
             return Poll::Ready(None);
         }
-        match body.as_mut().as_pin_mut() {
-            Some(body) => body.poll(cx).map(Some),
-            None => Poll::Ready(None),
+        let Some(body) = body.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(output) = body.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        // Registered only when the body waits (a body that completes at once never does),
+        // then the flag looked at again: a failure before the registration is seen here, one
+        // after it wakes us (`fail` raises the flag, then wakes).
+        frame.body_waker.register(cx.waker());
+        if frame.has_failed() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     })
     .await;

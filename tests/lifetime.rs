@@ -223,6 +223,35 @@ fn a_panicking_task_fails_the_scope_and_cancels_everything() {
 }
 
 #[test]
+fn a_task_that_fails_while_the_body_waits_on_something_else_still_ends_the_body() {
+    both(|| async {
+        let run = AssertUnwindSafe(ctx::scope("failing").run(async {
+            let (parked, wait) = tokio::sync::oneshot::channel::<()>();
+            ctx::spawn(async move {
+                wait.await.unwrap();
+                tokio::task::yield_now().await;
+                panic!("late failure");
+            });
+            // The body parks on something no failure will ever wake.
+            parked.send(()).unwrap();
+            std::future::pending::<()>().await;
+        }))
+        .catch_unwind();
+        // A hang guard, checked first: were the scope not woken by the failure, any later
+        // wake-up (such as a timer's) would let it notice and hide the hang.
+        let result = tokio::select! {
+            biased;
+            () = tokio::time::sleep(std::time::Duration::from_secs(20)) => {
+                panic!("the body was not woken by the task's failure")
+            }
+            result = run => result,
+        };
+        let payload = result.expect_err("the panic comes out of run");
+        assert_eq!(panic_text(&*payload), "late failure");
+    });
+}
+
+#[test]
 fn a_panicking_body_cancels_tasks_and_is_resumed() {
     both(|| async {
         let counter = DropCounter::default();
