@@ -20,7 +20,14 @@
 //!   written.
 //! - `Cursor::end_at` goes from `u64::MAX` to the writer's position once, under the topic lock,
 //!   after `reason` is set: a reader that reaches `end_at` has read everything written before
-//!   its end and nothing after.
+//!   its end and nothing after. A reader compares its position with `end_at` only after it has
+//!   seen its slot filled (or found it empty): the end happens before any later write (both
+//!   under the topic lock), so an event sent after the end is always seen as such — checking
+//!   first would let an end and a send slip in between, and deliver one event too many.
+//! - A slot written while the log had exactly one attached reader is marked in its segment's
+//!   `sole` bits, and that reader takes the slot's count instead of cloning it (`slot.rs`).
+//!   Only it can ever read the slot: readers attached later start after it, and a reader
+//!   ended earlier leaves every slot at or past its end untouched (the rule above).
 //! - Parking never takes the topic lock (the sender holds it for the whole fan-out). A reader
 //!   registers its waker in the topic's [`Waiters`], raises `parked`, then — after a `SeqCst`
 //!   fence — looks at its slot again. A write sets the slot, fences (`SeqCst`) and then reads
@@ -44,7 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Poll, Waker};
 
 use crate::event::{Envelope, Inner};
-use crate::slot::Slot;
+use crate::slot::{Claim, Look, Slot};
 use crate::subscription::{EndReason, Endable};
 use crate::sync::{WakeList, lock};
 use crate::topic::{AnyTopic, Topic};
@@ -409,10 +416,6 @@ impl<E: Send + Sync + 'static> LogReader<E> {
             }
         }
         loop {
-            if self.pos >= self.cursor.end_at.load(Ordering::Acquire) {
-                let reason = *self.cursor.reason.get().expect("set before end_at");
-                return Poll::Ready(Err(reason));
-            }
             if self.at as usize == SEGMENT {
                 match self.segment.next.get() {
                     Some(next) => {
@@ -423,29 +426,63 @@ impl<E: Send + Sync + 'static> LogReader<E> {
                         self.passed = Some(std::mem::replace(&mut self.segment, next));
                         self.at = 0;
                     }
-                    None => {
-                        if self.park(waker) {
-                            continue;
-                        }
-                        return Poll::Pending;
-                    }
+                    None => match self.nothing_to_read(waker) {
+                        Some(poll) => return poll,
+                        None => continue,
+                    },
                 }
             }
-            let (segment, at) = (&self.segment, self.at as usize);
-            let sole = || segment.sole.load(Ordering::Relaxed) & 1 << at != 0;
+            let (segment, at, pos) = (&self.segment, self.at as usize, self.pos);
+            let end_at = &self.cursor.end_at;
+            // Decided once the slot is seen filled, not before looking: an end happens before
+            // any event written after it (both under the topic lock), so if this event was
+            // sent after this reader's end, `end_at` shows it now, and the event is left alone.
+            // Looking at `end_at` first would let an end and a send slip in between.
+            let decide = || {
+                if pos >= end_at.load(Ordering::Acquire) {
+                    Claim::Leave
+                } else if segment.sole.load(Ordering::Relaxed) & 1 << at != 0 {
+                    Claim::Own
+                } else {
+                    Claim::Share
+                }
+            };
             // SAFETY: a slot marked sole was written while this reader was the log's only
-            // one, and readers attached later start after it (`LogWriter::attach`): nobody
-            // else reads it, and this reader moves past it now.
-            if let Some(envelope) = unsafe { segment.slots[at].read(sole) } {
-                self.at += 1;
-                self.pos += 1;
-                return Poll::Ready(Ok(Envelope::from_shared(envelope)));
+            // attached one: readers attached later start after it (`LogWriter::attach`), and
+            // readers ended earlier never take a slot at or past their end (`decide`). So
+            // nobody else reads it, and this reader moves past it now.
+            match unsafe { segment.slots[at].read(decide) } {
+                Look::Value(envelope) => {
+                    self.at += 1;
+                    self.pos += 1;
+                    return Poll::Ready(Ok(Envelope::from_shared(envelope)));
+                }
+                Look::Left => return Poll::Ready(Err(self.end_reason())),
+                Look::Empty => match self.nothing_to_read(waker) {
+                    Some(poll) => return poll,
+                    None => continue,
+                },
             }
-            if self.park(waker) {
-                continue;
-            }
-            return Poll::Pending;
         }
+    }
+
+    fn end_reason(&self) -> EndReason {
+        *self.cursor.reason.get().expect("set before end_at")
+    }
+
+    /// Nothing to read at the reader's position: the end if it has reached it, else parks
+    /// (`Pending`) — or `None` if something arrived meanwhile and it should look again.
+    fn nothing_to_read(
+        &mut self,
+        waker: Option<&Waker>,
+    ) -> Option<Poll<Result<Envelope<E>, EndReason>>> {
+        if self.pos >= self.cursor.end_at.load(Ordering::Acquire) {
+            return Some(Poll::Ready(Err(self.end_reason())));
+        }
+        if self.park(waker) {
+            return None;
+        }
+        Some(Poll::Pending)
     }
 
     /// Parks with `waker`; `true` if something arrived meanwhile and the reader should look

@@ -38,6 +38,24 @@ use std::mem::ManuallyDrop;
 
 use crate::atomics::{Arc, AtomicPtr, Ordering};
 
+/// What [`Slot::read`] does with a filled slot.
+pub(crate) enum Claim {
+    /// Nothing: the reader must not have it.
+    Leave,
+    /// A clone: other readers read the slot too.
+    Share,
+    /// The slot's own count: the caller is the slot's only reader.
+    Own,
+}
+
+/// What [`Slot::read`] found.
+pub(crate) enum Look<T> {
+    Empty,
+    /// Filled, and left as it was ([`Claim::Leave`]).
+    Left,
+    Value(Arc<T>),
+}
+
 pub(crate) struct Slot<T> {
     ptr: AtomicPtr<T>,
     _owns: PhantomData<Arc<T>>,
@@ -62,35 +80,41 @@ impl<T> Slot<T> {
             .store(Arc::into_raw(value).cast_mut(), Ordering::Release);
     }
 
-    /// The value, if the slot is filled: a clone, or — when `sole()` says so, asked only once
-    /// the slot is seen filled — the slot's own count, taken out (the slot is then empty, and
-    /// no count is taken or given back later).
+    /// Looks at the slot. If it is filled, `decide` (called only then, after the acquire load,
+    /// so it sees everything that happened before the value was published) says what to do:
+    /// leave it, clone it, or take the slot's own count out (the slot is then empty, and no
+    /// count is taken or given back later).
     ///
     /// # Safety
     ///
-    /// If `sole()` returns `true`, no other thread may look at this slot again (`get`,
-    /// `is_set`, `read`): the caller is its only reader. (Another reader would see it empty, or
-    /// clone a value the caller may have dropped already.)
+    /// If `decide` returns [`Claim::Own`], no other thread may look at this slot again
+    /// (`is_set`, `read`): the caller is its only reader. (Another reader would see it empty,
+    /// or clone a value the caller may have dropped already.)
     #[inline]
-    pub(crate) unsafe fn read(&self, sole: impl FnOnce() -> bool) -> Option<Arc<T>> {
+    pub(crate) unsafe fn read(&self, decide: impl FnOnce() -> Claim) -> Look<T> {
         let ptr = self.ptr.load(Ordering::Acquire);
         if ptr.is_null() {
-            return None;
+            return Look::Empty;
         }
-        if sole() {
+        let take = match decide() {
+            Claim::Leave => return Look::Left,
+            Claim::Share => false,
+            Claim::Own => true,
+        };
+        if take {
             // Nobody else reads the slot (the caller's contract), and its `Drop`, which has
             // `&mut self`, is ordered after this by whatever gave it exclusive access: a plain
             // store is enough to hand the count over.
             self.ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
             // SAFETY: `ptr` came from `Arc::into_raw` in `set`, and its count was the slot's;
             // the slot is now empty, so the count is ours, once.
-            return Some(unsafe { Arc::from_raw(ptr) });
+            return Look::Value(unsafe { Arc::from_raw(ptr) });
         }
         // SAFETY: a non-null `ptr` came from `Arc::into_raw` in `set` (module invariants), and
         // the slot holds that count while we borrow it, so the `Arc` is alive. `ManuallyDrop`
         // leaves the slot's own count untouched; the clone takes a count of its own.
         let owned = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
-        Some(Arc::clone(&owned))
+        Look::Value(Arc::clone(&owned))
     }
 
     /// Whether the slot is filled.

@@ -211,3 +211,36 @@ fn sole_and_shared_slots_each_reach_exactly_their_readers_and_are_freed_once() {
         assert_eq!(payloads.dropped(), 301);
     });
 }
+
+/// A subscription ended by its scope, but not yet read to its end, shares its last segment
+/// with a subscription made after the end. Events sent after the end are the newcomer's alone
+/// (it is then the type's only reader, so it takes them from their slots): the ended one must
+/// leave them where they are.
+#[test]
+fn an_ended_reader_leaves_the_slots_after_its_end_to_the_readers_after_it() {
+    both(|| async {
+        ctx::scope("app")
+            .run(async {
+                // Keeps the log's current segment in use while `ended` leaves it.
+                let keep = ctx::subscribe::<N>();
+                let mut ended = ctx::scope("inner")
+                    .run(async {
+                        let sub = ctx::subscribe::<N>();
+                        for i in 0..10 {
+                            ctx::send(N(i));
+                        }
+                        sub
+                    })
+                    .await;
+                let mut later = ctx::subscribe::<N>();
+                drop(keep); // `later` is now the only attached reader
+                for i in 10..20 {
+                    ctx::send(N(i));
+                }
+                assert_eq!(values(&mut ended), (0..10).collect::<Vec<_>>());
+                assert!(ended.next().await.is_none(), "then its end");
+                assert_eq!(values(&mut later), (10..20).collect::<Vec<_>>());
+            })
+            .await;
+    });
+}

@@ -30,7 +30,7 @@ mod slot;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
-use slot::Slot;
+use slot::{Claim, Look, Slot};
 
 /// A payload written non-atomically after its allocation, as an envelope's sequence number is.
 struct Payload(UnsafeCell<u64>);
@@ -47,9 +47,21 @@ fn filled(value: u64) -> Arc<Payload> {
 
 /// A clone of the slot's value, if filled.
 fn get(slot: &Slot<Payload>) -> Option<Arc<Payload>> {
-    // SAFETY (test): `|| false` never takes the slot's count, so any number of readers may
+    // SAFETY (test): `Claim::Share` never takes the slot's count, so any number of readers may
     // call this.
-    unsafe { slot.read(|| false) }
+    match unsafe { slot.read(|| Claim::Share) } {
+        Look::Value(payload) => Some(payload),
+        Look::Empty | Look::Left => None,
+    }
+}
+
+/// The slot's own count, if filled (the caller must be its only reader).
+fn take(slot: &Slot<Payload>) -> Option<Arc<Payload>> {
+    // SAFETY (test): each caller is its slot's only reader.
+    match unsafe { slot.read(|| Claim::Own) } {
+        Look::Value(payload) => Some(payload),
+        Look::Empty | Look::Left => None,
+    }
 }
 
 fn read(payload: &Payload) -> u64 {
@@ -110,8 +122,7 @@ fn a_sole_reader_takes_the_count_and_gives_it_back_once() {
         let reader = {
             let slot = slot.clone();
             thread::spawn(move || {
-                // SAFETY (test): this thread is the slot's only reader.
-                let taken = unsafe { slot.read(|| true) };
+                let taken = take(&slot); // this thread is the slot's only reader
                 drop(slot); // perhaps the slot's last holder, before the payload is dropped
                 taken.map(|payload| read(&payload))
             })
@@ -129,8 +140,7 @@ fn a_slot_never_filled_drops_nothing() {
     loom::model(|| {
         let slot: Slot<Payload> = Slot::new();
         assert!(get(&slot).is_none());
-        // SAFETY (test): the only reader.
-        assert!(unsafe { slot.read(|| true) }.is_none());
+        assert!(take(&slot).is_none());
         assert!(!slot.is_set());
     });
 }
