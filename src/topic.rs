@@ -7,9 +7,8 @@
 //!   one type are serialised, so every subscription of the type sees the same order (the send
 //!   order), whatever threads the senders run on.
 //! - `live` mirrors the number of queues, log readers and keep-latest readers, plus one while
-//!   the type retains
-//!   events (updated under the lock), so that a send with nothing to do returns without
-//!   locking and without allocating.
+//!   the type retains events (updated under the lock), so that a send with nothing to do
+//!   returns without locking and without allocating.
 //! - Retained envelopes are appended in the same critical section as the fan-out, and a
 //!   replaying queue is preloaded in the critical section that attaches it: replay then live,
 //!   no gap, no duplicate.
