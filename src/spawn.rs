@@ -37,7 +37,6 @@ use futures::FutureExt;
 use futures::future::CatchUnwind;
 use pin_project::{pin_project, pinned_drop};
 use tokio::task::JoinHandle;
-use tokio::task::futures::TaskLocalFuture;
 
 use crate::abort::AbortWatch;
 use crate::context;
@@ -138,7 +137,7 @@ pub(crate) fn cancel_current_task() -> bool {
     })
 }
 
-type Guarded<F> = TaskLocalFuture<Arc<Frame>, CatchUnwind<AssertUnwindSafe<F>>>;
+type Guarded<F> = context::Scoped<CatchUnwind<AssertUnwindSafe<F>>>;
 
 /// A user future as run by a scope (see the module documentation).
 ///
@@ -287,7 +286,7 @@ where
 mod tests {
     /// A parked subscriber's task is `tokio`'s task allocation around this wrapper: 256 bytes
     /// while the wrapped future is at most 152, 384 above. Keeping the wrapper's own share small
-    /// (the frame, the hold, the task id, a 4-byte abort watch, and `tokio`'s task-local slot)
+    /// (the frame, the hold, the task id, a 4-byte abort watch, and the context's frame slot)
     /// keeps a typical subscriber loop (under 100 bytes) in the 256-byte class.
     #[test]
     fn the_task_wrapper_adds_at_most_56_bytes() {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::panic::catch_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use futures::FutureExt;
 
 use scopebus::{SendErrorKind, SpawnError, SubscribeError, ctx};
 
@@ -113,4 +115,46 @@ fn spawn_outside_a_runtime_is_an_error() {
     futures::executor::block_on(ctx::scope("no-runtime").run(async {
         assert_eq!(ctx::try_spawn(async {}).unwrap_err(), SpawnError::NoRuntime);
     }));
+}
+
+/// A future that completes at once and panics when dropped: its scope drops it as soon as it
+/// completes, inside the scope's context, so the panic unwinds out of that poll.
+struct PanicsWhenDropped;
+
+impl std::future::Future for PanicsWhenDropped {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("dropped");
+    }
+}
+
+/// The current scope is set around each poll of a scope's future and unset after, also when the
+/// poll unwinds: afterwards the thread is outside any scope again. (One thread, so the tasks
+/// run where the checks run.)
+#[test]
+fn after_a_poll_that_unwinds_the_thread_is_outside_any_scope_again() {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let failed = AssertUnwindSafe(ctx::scope("failing").run(async {
+                let _ = ctx::spawn(PanicsWhenDropped).await;
+                panic!("body");
+            }))
+            .catch_unwind()
+            .await;
+            assert!(failed.is_err());
+            assert!(
+                ctx::try_current().is_none(),
+                "a scope's context was left set"
+            );
+            let plain = tokio::spawn(async { ctx::try_current().is_none() });
+            assert!(plain.await.unwrap(), "a plain task sees a leftover context");
+        });
 }
