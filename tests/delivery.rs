@@ -418,13 +418,18 @@ fn replay_under_a_concurrent_producer_has_no_gap_and_no_duplicate() {
             .run(async {
                 ctx::retain::<Ev>(1_000);
                 let mut started = ctx::subscribe::<Ev>();
-                let producer = ctx::spawn(async {
-                    for i in 0..TOTAL {
+                // The last event waits for the last join, so that every late subscription has
+                // live events after its replay even if the producer outruns the joins.
+                let (all_joined, last) = tokio::sync::oneshot::channel::<()>();
+                let producer = ctx::spawn(async move {
+                    for i in 0..TOTAL - 1 {
                         ctx::send(Ev(i));
                         if i % 64 == 63 {
                             tokio::task::yield_now().await;
                         }
                     }
+                    last.await.unwrap();
+                    ctx::send(Ev(TOTAL - 1));
                 });
                 // Join at nine points in the middle of the stream, while the producer runs.
                 let mut late = Vec::new();
@@ -432,6 +437,7 @@ fn replay_under_a_concurrent_producer_has_no_gap_and_no_duplicate() {
                     while started.next().await.unwrap().0 < k * TOTAL / 10 {}
                     late.push(ctx::subscription::<Ev>().replay().subscribe());
                 }
+                all_joined.send(()).unwrap();
                 producer.await.unwrap();
                 for mut sub in late {
                     let seen: Vec<u32> = sub.drain().iter().map(|e| e.0).collect();
