@@ -77,18 +77,24 @@ impl<E> LatestCell<E> {
         (superseded, self.current.replace(envelope))
     }
 
-    /// Attaches a new reader. With `replay`, the newest retained event (if any) is its first:
-    /// if other readers are attached the cell already holds it (every send wrote both);
-    /// otherwise the cell is empty and takes it as a new version nobody else reads.
+    /// Attaches a new reader. With `replay`, the newest retained event (if any) is its first.
+    /// If the cell holds an event, that is the newest retained one (every send while the cell
+    /// has readers wrote both). If it holds none — no reader yet, or nothing sent since its
+    /// readers attached — it takes the newest retained event as a new version, which the
+    /// readers already attached step over (it was sent before they subscribed).
     pub(crate) fn attach(&mut self, cursor: Arc<Cursor>, replay: Option<&Envelope<E>>)
     where
         E: Send + Sync + 'static,
     {
-        if self.readers.is_empty() {
-            debug_assert!(self.current.is_none() && self.unread == 0);
-            if let Some(newest) = replay {
-                self.current = Some(newest.clone());
-                self.version += 1;
+        debug_assert!(!self.readers.is_empty() || (self.current.is_none() && self.unread == 0));
+        if let Some(newest) = replay
+            && self.current.is_none()
+        {
+            self.current = Some(newest.clone());
+            self.version += 1;
+            for reader in &self.readers {
+                // None of them had anything unread (the cell was empty).
+                reader.read_to.store(self.version + 1, Ordering::Relaxed);
             }
         }
         let from = if replay.is_some() && self.current.is_some() {

@@ -272,3 +272,32 @@ fn replaced_and_forgotten_events_are_dropped_with_no_lock_held() {
             .await;
     });
 }
+
+#[test]
+fn replay_joins_a_cell_whose_readers_have_seen_nothing_yet() {
+    both(|| async {
+        ctx::scope("bus")
+            .run(async {
+                ctx::retain::<Ev>(3);
+                for i in 1..=3 {
+                    ctx::send(Ev(i));
+                }
+                // A keep-latest reader without replay: nothing for it yet.
+                let mut plain = ctx::subscription::<Ev>().keep_latest().subscribe();
+                // Then one with replay, before anything else is sent.
+                let mut replaying = ctx::subscription::<Ev>().keep_latest().replay().subscribe();
+                assert_eq!(
+                    replaying.try_next().unwrap().0,
+                    3,
+                    "the newest retained event"
+                );
+                assert!(plain.is_empty(), "sent before it subscribed");
+                ctx::send(Ev(4));
+                assert_eq!(plain.try_next().unwrap().0, 4);
+                assert_eq!(replaying.try_next().unwrap().0, 4);
+                assert_eq!((plain.missed(), replaying.missed()), (0, 0));
+                assert_eq!(superseded(), 0);
+            })
+            .await;
+    });
+}
