@@ -322,25 +322,14 @@ impl<E: Send + Sync + 'static> Topic<E> {
     #[inline]
     fn send_to_log(
         &self,
-        mut inner: MutexGuard<'_, TopicInner<E>>,
-        mut envelope: Envelope<E>,
+        inner: MutexGuard<'_, TopicInner<E>>,
+        envelope: Envelope<E>,
         next_seq: impl FnOnce() -> u64,
     ) -> usize {
-        envelope.set_seq(next_seq());
         let accepted = inner.log.readers.len();
-        if !inner.counts.sent(accepted) {
-            drop(inner);
-            drop(envelope);
-            return 0;
-        }
-        let retired = inner.log.write(envelope);
-        let wakers = self.waiters.after_write();
-        drop(inner);
-        if let Some(mut wakers) = wakers {
-            wakers.wake_all();
-        }
-        drop(retired);
-        accepted
+        self.send_shared(inner, envelope, next_seq, accepted, |inner, envelope| {
+            inner.log.write(envelope)
+        })
     }
 
     /// [`send_to_log`](Self::send_to_log) when typed keep-latest subscriptions are attached
@@ -348,25 +337,43 @@ impl<E: Send + Sync + 'static> Topic<E> {
     #[inline(never)]
     fn send_to_shared(
         &self,
+        inner: MutexGuard<'_, TopicInner<E>>,
+        envelope: Envelope<E>,
+        next_seq: impl FnOnce() -> u64,
+    ) -> usize {
+        let accepted = inner.log.readers.len() + inner.latest.readers.len();
+        self.send_shared(inner, envelope, next_seq, accepted, |inner, envelope| {
+            let written = inner.write_shared(envelope);
+            inner.counts.superseded += written.superseded;
+            written
+        })
+    }
+
+    /// The body of both shared fan-outs: counts the send, lets `write` put the envelope where
+    /// the `accepted` readers read it, wakes the parked ones after the lock, and drops what
+    /// `write` hands back (a retired segment, a replaced envelope) last.
+    #[inline]
+    fn send_shared<Left>(
+        &self,
         mut inner: MutexGuard<'_, TopicInner<E>>,
         mut envelope: Envelope<E>,
         next_seq: impl FnOnce() -> u64,
+        accepted: usize,
+        write: impl FnOnce(&mut TopicInner<E>, Envelope<E>) -> Left,
     ) -> usize {
         envelope.set_seq(next_seq());
-        let accepted = inner.log.readers.len() + inner.latest.readers.len();
         if !inner.counts.sent(accepted) {
             drop(inner);
             drop(envelope);
             return 0;
         }
-        let written = inner.write_shared(envelope);
-        inner.counts.superseded += written.superseded;
+        let left = write(&mut inner, envelope);
         let wakers = self.waiters.after_write();
         drop(inner);
         if let Some(mut wakers) = wakers {
             wakers.wake_all();
         }
-        drop(written);
+        drop(left);
         accepted
     }
 
