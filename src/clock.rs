@@ -41,15 +41,20 @@ pub(crate) fn now() -> SystemTime {
     SystemTime::now()
 }
 
+// The TSC clock's parts (used on x86_64, unit-tested everywhere).
 /// Re-anchor after this long (in nanoseconds of interpolated time).
+#[cfg(any(target_arch = "x86_64", test))]
 const REFRESH_NS: f64 = 1_000_000.0;
 /// Measure the TSC rate over at least this long.
+#[cfg(any(target_arch = "x86_64", test))]
 const MIN_SPAN_NS: u128 = 500_000;
 /// Two TSC readings around a system-clock read further apart than this: the thread was
 /// interrupted, the pair is not kept.
+#[cfg(any(target_arch = "x86_64", test))]
 const MAX_READ_NS: f64 = 20_000.0;
 
 /// One thread's anchor: a TSC reading, the wall time at that reading, and the TSC rate.
+#[cfg(any(target_arch = "x86_64", test))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Anchor {
     tsc: u64,
@@ -60,6 +65,7 @@ struct Anchor {
     refresh_ticks: u64,
 }
 
+#[cfg(any(target_arch = "x86_64", test))]
 impl Anchor {
     /// No anchor yet: every read goes to the system clock.
     const NONE: Anchor = Anchor {
