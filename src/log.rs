@@ -365,16 +365,12 @@ pub(crate) struct LogReader<E: Send + Sync + 'static> {
 }
 
 impl<E: Send + Sync + 'static> LogReader<E> {
+    /// A reader with shared state `cursor`, starting where [`LogWriter::attach`] put it.
     pub(crate) fn new(
         topic: Arc<Topic<E>>,
-        id: u64,
-        attach: impl FnOnce(Arc<Cursor>) -> (Arc<Segment<E>>, usize, u64),
-        name: Option<Arc<str>>,
-        linked: bool,
+        cursor: Arc<Cursor>,
+        (segment, at, pos): (Arc<Segment<E>>, usize, u64),
     ) -> Self {
-        let me: Arc<dyn AnyTopic> = topic.clone();
-        let cursor = Arc::new(Cursor::new(id, name, linked, Arc::downgrade(&me)));
-        let (segment, at, pos) = attach(cursor.clone());
         Self {
             topic,
             cursor,

@@ -452,84 +452,83 @@ impl<E: Send + Sync + 'static> Topic<E> {
         Ok(accepted)
     }
 
-    /// Adds a queue — first preloaded with the retained events if its policy asks for replay,
-    /// under the lock that every fan-out takes, so replay and live events neither overlap nor
-    /// leave a gap. `false` if the topic is closed.
-    pub(crate) fn add(self: &Arc<Self>, queue: Arc<Queue<Envelope<E>>>) -> bool {
+    /// Attaches a subscription: `f` adds it under the lock that every fan-out takes, told
+    /// whether it gets the retained events first (it asks for replay, or the type has
+    /// catch-up), so replay and live events neither overlap nor leave a gap. Then the demand
+    /// is recounted and its watchers woken after the lock. `None` if the topic is closed.
+    fn attach_subscription<R>(
+        &self,
+        replay: bool,
+        f: impl FnOnce(&mut TopicInner<E>, bool) -> R,
+    ) -> Option<R> {
         let mut inner = lock(&self.inner);
         if inner.closed {
-            return false;
+            return None;
         }
         let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
-        if queue.policy.replay || catch_up {
-            queue.preload(inner.retained.iter());
-        }
-        let me: Arc<dyn AnyTopic> = self.clone();
-        queue.attached_to(Arc::downgrade(&me));
-        inner.subs.push(queue);
+        let attached = f(&mut inner, replay || catch_up);
         let wakers = self.update_live(&mut inner);
         drop(inner);
         wake(wakers);
-        true
+        Some(attached)
     }
 
-    /// Adds a default subscription: a reader of the shared log, first given the retained
-    /// events if it asks for replay (or the type has catch-up), under the lock every fan-out
-    /// takes. `None` if the topic is closed.
+    /// The shared state of a new log or keep-latest reader of this topic.
+    fn cursor(self: &Arc<Self>, id: u64, policy: &crate::delivery::Policy) -> Arc<Cursor> {
+        let me: Arc<dyn AnyTopic> = self.clone();
+        Arc::new(Cursor::new(
+            id,
+            policy.name.clone(),
+            policy.linked,
+            Arc::downgrade(&me),
+        ))
+    }
+
+    /// Adds a queue, preloaded with the retained events if it gets them. `false` if the topic
+    /// is closed.
+    pub(crate) fn add(self: &Arc<Self>, queue: Arc<Queue<Envelope<E>>>) -> bool {
+        let me: Arc<dyn AnyTopic> = self.clone();
+        self.attach_subscription(queue.policy.replay, |inner, replay| {
+            if replay {
+                queue.preload(inner.retained.iter());
+            }
+            queue.attached_to(Arc::downgrade(&me));
+            inner.subs.push(queue);
+        })
+        .is_some()
+    }
+
+    /// Adds a default subscription: a reader of the shared log, given the retained events
+    /// first if it gets them. `None` if the topic is closed.
     pub(crate) fn add_reader(
         self: &Arc<Self>,
         id: u64,
         policy: &crate::delivery::Policy,
     ) -> Option<LogReader<E>> {
-        let mut inner = lock(&self.inner);
-        if inner.closed {
-            return None;
-        }
-        let mut reader = LogReader::new(
-            self.clone(),
-            id,
-            |cursor| inner.log.attach(cursor),
-            policy.name.clone(),
-            policy.linked,
-        );
-        let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
-        if policy.replay || catch_up {
-            reader.preload(inner.retained.iter().cloned());
-        }
-        let wakers = self.update_live(&mut inner);
-        drop(inner);
-        wake(wakers);
-        Some(reader)
+        let cursor = self.cursor(id, policy);
+        self.attach_subscription(policy.replay, |inner, replay| {
+            let start = inner.log.attach(cursor.clone());
+            let mut reader = LogReader::new(self.clone(), cursor, start);
+            if replay {
+                reader.preload(inner.retained.iter().cloned());
+            }
+            reader
+        })
     }
 
-    /// Adds a typed keep-latest subscription: a reader of the type's latest cell, first given
-    /// the newest retained event if it asks for replay (or the type has catch-up), under the
-    /// lock every fan-out takes. `None` if the topic is closed.
+    /// Adds a typed keep-latest subscription: a reader of the type's latest cell, given the
+    /// newest retained event first if it gets the retained events. `None` if the topic is
+    /// closed.
     pub(crate) fn add_latest(
         self: &Arc<Self>,
         id: u64,
         policy: &crate::delivery::Policy,
     ) -> Option<LatestReader<E>> {
-        let mut inner = lock(&self.inner);
-        if inner.closed {
-            return None;
-        }
-        let me: Arc<dyn AnyTopic> = self.clone();
-        let cursor = Arc::new(Cursor::new(
-            id,
-            policy.name.clone(),
-            policy.linked,
-            Arc::downgrade(&me),
-        ));
-        let catch_up = inner.owner.as_ref().is_some_and(|owner| owner.catch_up);
-        let state = &mut *inner;
-        let replay = (policy.replay || catch_up)
-            .then(|| state.retained.back())
-            .flatten();
-        state.latest.attach(cursor.clone(), replay);
-        let wakers = self.update_live(&mut inner);
-        drop(inner);
-        wake(wakers);
+        let cursor = self.cursor(id, policy);
+        self.attach_subscription(policy.replay, |inner, replay| {
+            let newest = if replay { inner.retained.back() } else { None };
+            inner.latest.attach(cursor.clone(), newest);
+        })?;
         Some(LatestReader::new(self.clone(), cursor))
     }
 
