@@ -273,10 +273,10 @@ impl Bus {
         if let Some(kind) = self.refuses(sender, topic) {
             return Ok(Err(Full::Refused(SendError::new(kind, event))));
         }
-        Ok(match self.pause.hold(origin, event, wait) {
-            Hold::Open(event) => return Err(event),
+        Ok(match self.pause.hold(origin, Payload::Event(event), wait) {
+            Hold::Open(payload) => return Err(payload.into_event()),
             Hold::Held => Ok(Sent::Held),
-            Hold::Full(event) => Err(Full::Wait(event)),
+            Hold::Full(payload) => Err(Full::Wait(payload.into_event())),
             Hold::Dropped(report) => {
                 // Not published as `EventDropped`: on a paused bus with a full buffer, it could
                 // only be dropped too.
@@ -309,6 +309,39 @@ impl Bus {
         }
         let topic = self.topics.get(TypeId::of::<E>())?; // no topic, so no owner
         downcast::<E>(topic.as_ref()).refuses(sender)
+    }
+
+    /// Publishes an envelope stamped elsewhere, as a plain send from anyone: the NATS bridge's
+    /// imported events keep their remote origin and send time. A paused bus holds it as it is.
+    #[cfg(feature = "nats")]
+    pub(crate) fn send_stamped<E: Send + Sync + 'static>(
+        &self,
+        envelope: Envelope<E>,
+    ) -> Result<Sent, SendErrorKind> {
+        if self.is_closed() {
+            return Err(SendErrorKind::Closed);
+        }
+        let origin = envelope.origin_arc();
+        let mut payload = Payload::Held(envelope);
+        if self.pause.is_gated() {
+            if let Some(kind) = self.refuses::<E>(Sender::Anyone, None) {
+                return Err(kind);
+            }
+            match self.pause.hold(&origin, payload, None) {
+                Hold::Open(open) => payload = open,
+                Hold::Held => return Ok(Sent::Held),
+                Hold::Full(_) => unreachable!("no waker, so a full buffer drops"),
+                Hold::Dropped(report) => {
+                    self.report(report, &origin, false);
+                    return Ok(Sent::Dropped);
+                }
+            }
+        }
+        match self.route(&origin, payload, None, Sender::Anyone, None) {
+            Ok(delivered) => Ok(Sent::Delivered(delivered)),
+            Err(Full::Refused(error)) => Err(error.kind()),
+            Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
+        }
     }
 
     /// Delivers an envelope a paused bus held (from `start()`).

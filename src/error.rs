@@ -287,3 +287,64 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "Box<dyn Any>".to_owned()
     }
 }
+
+/// Why a NATS bridge could not be installed or used (feature `nats`).
+#[cfg(feature = "nats")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// `install` was called outside of a scope; call it from a scope's body or task.
+    NoScope,
+    /// The scope that would own the bridge has finished.
+    ScopeFinished,
+    /// A wire name, prefix or node name breaks the naming rules.
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A subject pattern is malformed (nothing was sent to the server).
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting makes no sense (for example an export queue of capacity 0).
+    InvalidConfig(String),
+    /// The client could not connect (the client's message).
+    Connect(String),
+    /// The server refused a subscription (the client's message).
+    Subscribe(String),
+    /// An operation did not complete in time: `connect`, `subscribe`, ...
+    Timeout(&'static str),
+}
+
+#[cfg(feature = "nats")]
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::NoScope => f.write_str(
+                "the bridge was installed outside of a scope; call `install` inside \
+                 `ctx::scope(..).run(..)`",
+            ),
+            BridgeError::ScopeFinished => {
+                f.write_str("the scope that would own the bridge has finished")
+            }
+            BridgeError::InvalidName { name, reason } => {
+                write!(f, "invalid name `{name}`: {reason}")
+            }
+            BridgeError::InvalidPattern { pattern, reason } => {
+                write!(f, "invalid subject pattern `{pattern}`: {reason}")
+            }
+            BridgeError::InvalidConfig(reason) => write!(f, "invalid bridge setting: {reason}"),
+            BridgeError::Connect(error) => write!(f, "could not connect to NATS: {error}"),
+            BridgeError::Subscribe(error) => write!(f, "NATS refused a subscription: {error}"),
+            BridgeError::Timeout(what) => write!(f, "NATS did not answer in time ({what})"),
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+impl std::error::Error for BridgeError {}

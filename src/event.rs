@@ -192,10 +192,17 @@ impl fmt::Debug for AnyEnvelope {
 impl<E> Envelope<E> {
     /// Wraps an event for sending; the sequence number is assigned by [`Envelope::set_seq`].
     pub(crate) fn new(event: E, origin: Arc<ScopeInfo>) -> Self {
+        Self::stamped(event, origin, crate::clock::now())
+    }
+
+    /// An envelope whose send time is given: an event imported by the NATS bridge keeps the
+    /// time it was sent in its own process.
+    #[inline]
+    pub(crate) fn stamped(event: E, origin: Arc<ScopeInfo>, sent_at: SystemTime) -> Self {
         Self {
             inner: Arc::new(Inner {
                 seq: AtomicU64::new(0),
-                sent_at: crate::clock::now(),
+                sent_at,
                 origin,
                 event,
             }),
@@ -235,7 +242,8 @@ impl<E> Envelope<E> {
         self.inner.seq.load(Ordering::Relaxed)
     }
 
-    /// The wall-clock time at which the event was sent.
+    /// The wall-clock time at which the event was sent (for an event imported by the NATS
+    /// bridge, the time it was sent in its own process).
     pub fn sent_at(&self) -> SystemTime {
         self.inner.sent_at
     }

@@ -43,6 +43,8 @@ mod atomics {
     pub(crate) use std::sync::Arc;
     pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
 }
+#[cfg(feature = "nats")]
+mod bridge;
 mod bus;
 mod clock;
 mod context;
@@ -54,6 +56,8 @@ mod latest;
 mod log;
 mod pause;
 mod producer;
+#[cfg(feature = "nats")]
+mod remote;
 mod request;
 mod scope;
 mod sent;
@@ -67,11 +71,21 @@ mod system;
 mod table;
 mod topic;
 mod tracker;
+#[cfg(feature = "nats")]
+mod wire;
 
+#[cfg(feature = "nats")]
+pub use async_nats::ConnectOptions;
+#[cfg(feature = "nats")]
+pub use bridge::{Bridge, BridgeHandle, BridgeLagging, BridgeStats, ExportQueue, RawSubscription};
 pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
+#[cfg(feature = "nats")]
+pub use error::BridgeError;
 pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::{AnyEnvelope, Envelope};
 pub use producer::{Demand, DemandChange, Producer, RegisterOptions};
+#[cfg(feature = "nats")]
+pub use remote::RemoteEvent;
 pub use request::{
     Request, RequestError, RequestId, RequestOptions, Responder, Response, Responses,
 };
@@ -85,6 +99,8 @@ pub use system::{
     DeadLetter, EventDropped, ScopeOutcome, ScopeStarted, ScopeStopped, TaskCancelled, TaskFailed,
     TaskFinished, TaskId, TaskSpawned,
 };
+#[cfg(feature = "nats")]
+pub use wire::RawEvent;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -29,6 +29,7 @@ use crate::delivery::DropReport;
 use crate::event::Envelope;
 use crate::scope::ScopeInfo;
 use crate::sync::lock;
+use crate::topic::Payload;
 
 /// The held buffer's capacity unless the scope sets one.
 pub(crate) const DEFAULT_HELD_CAPACITY: usize = 1000;
@@ -100,27 +101,29 @@ impl Pause {
     }
 
     /// Holds `event` if the bus is paused or delivering (see the module invariants).
+    /// `payload` is a new event (stamped now if held) or an envelope stamped elsewhere (an
+    /// imported event); `Open` and `Full` hand it back as it came.
     pub(crate) fn hold<E: Send + Sync + 'static>(
         &self,
         origin: &Arc<ScopeInfo>,
-        event: E,
+        payload: Payload<E>,
         wait: Option<&Waker>,
-    ) -> Hold<E> {
+    ) -> Hold<Payload<E>> {
         let mut state = lock(&self.state);
         if !state.paused && !state.delivering {
-            return Hold::Open(event);
+            return Hold::Open(payload);
         }
         if state.held.len() < state.capacity {
             state
                 .held
-                .push_back(Box::new(Held(Envelope::new(event, origin.clone()))));
+                .push_back(Box::new(Held(payload.into_envelope(origin))));
             return Hold::Held;
         }
         if let Some(waker) = wait {
             if !state.room.iter().any(|w| w.will_wake(waker)) {
                 state.room.push(waker.clone());
             }
-            return Hold::Full(event);
+            return Hold::Full(payload);
         }
         state.dropped += 1;
         let report = DropReport {
@@ -130,7 +133,7 @@ impl Pause {
             paused: true,
         };
         drop(state);
-        drop(event); // no lock held: its `Drop` may use the bus
+        drop(payload); // no lock held: its `Drop` may use the bus
         Hold::Dropped(report)
     }
 

@@ -88,15 +88,22 @@ impl fmt::Display for ScopeId {
 /// The identity of a scope: its name and its process-unique id. Every [`Envelope`] carries the
 /// `ScopeInfo` of the scope it was sent from.
 ///
+/// An event imported from another process by the NATS bridge (feature `nats`) carries the
+/// scope it was sent from over there: its name, the [`node`](Self::node) it came from, and a
+/// local id standing for that remote scope.
+///
 /// [`Envelope`]: crate::Envelope
 #[derive(Debug)]
 pub struct ScopeInfo {
     id: ScopeId,
     name: Cow<'static, str>,
+    node: Option<Arc<str>>,
 }
 
 impl ScopeInfo {
-    /// The scope's id.
+    /// The scope's id. For a remote scope (see [`node`](Self::node)), an id of this process
+    /// that stands for it: the same for every event from that scope of that node while the
+    /// bridge runs.
     pub fn id(&self) -> ScopeId {
         self.id
     }
@@ -105,11 +112,30 @@ impl ScopeInfo {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The node an imported event came from (the sending bridge's node name), or `None` for a
+    /// scope of this process.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// A scope of another process, as seen by the bridge that imports its events.
+    #[cfg(feature = "nats")]
+    pub(crate) fn remote(node: Arc<str>, name: String) -> Self {
+        Self {
+            id: ScopeId::next(),
+            name: Cow::Owned(name),
+            node: Some(node),
+        }
+    }
 }
 
 impl fmt::Display for ScopeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.name, self.id)
+        match &self.node {
+            Some(node) => write!(f, "{}#{}@{node}", self.name, self.id),
+            None => write!(f, "{}#{}", self.name, self.id),
+        }
     }
 }
 
@@ -411,7 +437,14 @@ impl Frame {
         };
         let (static_name, info) = match name {
             Cow::Borrowed(name) => (name, OnceLock::new()),
-            Cow::Owned(_) => ("", OnceLock::from(Arc::new(ScopeInfo { id, name }))),
+            Cow::Owned(_) => (
+                "",
+                OnceLock::from(Arc::new(ScopeInfo {
+                    id,
+                    name,
+                    node: None,
+                })),
+            ),
         };
         Self {
             id,
@@ -449,6 +482,7 @@ impl Frame {
             Arc::new(ScopeInfo {
                 id: self.id,
                 name: Cow::Borrowed(self.static_name),
+                node: None,
             })
         })
     }

@@ -146,14 +146,15 @@ pub(crate) enum Sender {
     Held,
 }
 
-/// What a send carries: a new event, or an envelope a paused bus held (stamped when sent).
+/// What a send carries: a new event, or an envelope stamped already (one a paused bus held,
+/// or an event the NATS bridge imported).
 pub(crate) enum Payload<E> {
     Event(E),
     Held(Envelope<E>),
 }
 
 impl<E> Payload<E> {
-    fn into_envelope(self, origin: &Arc<ScopeInfo>) -> Envelope<E> {
+    pub(crate) fn into_envelope(self, origin: &Arc<ScopeInfo>) -> Envelope<E> {
         match self {
             Payload::Event(event) => Envelope::new(event, origin.clone()),
             Payload::Held(envelope) => envelope,
