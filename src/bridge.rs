@@ -42,6 +42,7 @@ use crate::context;
 use crate::delivery::Overflow;
 use crate::error::BridgeError;
 use crate::event::Envelope;
+use crate::presence::{self, Kind, LinkedSubscription, NodeLeft, Peers, Refused};
 use crate::remote::{RemoteEvent, WireName, check_pattern, check_prefix, check_token};
 use crate::scope::Frame;
 use crate::scope::ScopeInfo;
@@ -202,6 +203,7 @@ pub struct Bridge {
     dedup_window: usize,
     max_payload: usize,
     retry_initial: bool,
+    heartbeat: Duration,
 }
 
 impl fmt::Debug for Bridge {
@@ -250,6 +252,7 @@ impl Bridge {
             dedup_window: 4096,
             max_payload: 1 << 20,
             retry_initial: false,
+            heartbeat: Duration::from_secs(5),
         }
     }
 
@@ -384,6 +387,20 @@ impl Bridge {
         self
     }
 
+    /// How often the node says it is alive (default 5 s). Other nodes count it as gone after
+    /// three intervals without a word ([`NodeLeftReason::MissedHeartbeats`]).
+    ///
+    /// [`NodeLeftReason::MissedHeartbeats`]: crate::NodeLeftReason::MissedHeartbeats
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        if interval.is_zero() {
+            self.refuse(BridgeError::InvalidConfig(
+                "a heartbeat interval of 0".to_owned(),
+            ));
+        }
+        self.heartbeat = interval;
+        self
+    }
+
     fn refuse(&mut self, error: BridgeError) {
         self.invalid.get_or_insert(error);
     }
@@ -437,6 +454,7 @@ impl Bridge {
             return Err(BridgeError::ScopeFinished);
         }
         let counters = Arc::new(Counters::default());
+        let (connected, connection) = tokio::sync::watch::channel(true);
         let instance = instance_id();
         let node: Arc<str> = match self.node {
             Some(node) => node.into(),
@@ -447,6 +465,7 @@ impl Bridge {
             &self.servers,
             &node,
             &counters,
+            connected,
             self.retry_initial,
             self.connect_timeout,
         )
@@ -460,7 +479,11 @@ impl Bridge {
                 .map_err(|e| BridgeError::Subscribe(e.to_string()))?;
             subscribers.push(subscriber);
         }
-        if !self.imports.is_empty() && !self.retry_initial {
+        let presence = client
+            .subscribe(format!("{}.node.*", self.prefix))
+            .await
+            .map_err(|e| BridgeError::Subscribe(e.to_string()))?;
+        if !self.retry_initial {
             round_trip(&client, &instance, self.connect_timeout).await?;
         }
         let server_max = client.server_info().max_payload;
@@ -483,6 +506,9 @@ impl Bridge {
             logged: Mutex::new(Vec::new()),
             remote_scopes: Mutex::new(HashMap::new()),
             lag_reported: Mutex::new(None),
+            heartbeat: self.heartbeat,
+            started: SystemTime::now(),
+            presence_seq: AtomicU64::new(0),
         });
         // Ends when the scope's body completes, like every subscription made in the scope.
         let stop = crate::ctx::try_subscribe::<Stop>().map_err(|_| BridgeError::ScopeFinished)?;
@@ -491,13 +517,16 @@ impl Bridge {
             .into_iter()
             .map(|(_, start)| start(&shared))
             .collect::<Result<Vec<_>, _>>()?;
-        let importer = import_loop(
+        shared.announce(Kind::Joined).await;
+        let inbound = inbound_loop(
             shared.clone(),
             self.imports,
             subscribers,
+            presence,
+            connection,
             Recent::new(self.dedup_window),
         );
-        let task = run(shared.clone(), stop, exporters, importer);
+        let task = run(shared.clone(), stop, exporters, inbound);
         crate::spawn::spawn_in(&frame, task).map_err(|_| BridgeError::ScopeFinished)?;
         Ok(BridgeHandle { shared })
     }
@@ -511,16 +540,24 @@ async fn connect(
     servers: &str,
     node: &str,
     counters: &Arc<Counters>,
+    connected: tokio::sync::watch::Sender<bool>,
     retry: bool,
     timeout: Duration,
 ) -> Result<Client, BridgeError> {
     let seen = counters.clone();
+    let connected = Arc::new(connected);
     let connected_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let options = options
         .name(format!("scopebus-{node}"))
         .event_callback(move |event| {
             let (counters, connected_once) = (seen.clone(), connected_once.clone());
+            let connected = connected.clone();
             async move {
+                match &event {
+                    Event::Connected => connected.send_replace(true),
+                    Event::Disconnected => connected.send_replace(false),
+                    _ => false,
+                };
                 match event {
                     Event::Connected if connected_once.swap(true, Ordering::Relaxed) => {
                         counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -601,6 +638,10 @@ struct Shared {
     remote_scopes: Mutex<HashMap<(String, String), Arc<ScopeInfo>>>,
     /// When the last `BridgeLagging` was published.
     lag_reported: Mutex<Option<Instant>>,
+    heartbeat: Duration,
+    started: SystemTime,
+    /// Numbers presence messages, for their ids.
+    presence_seq: AtomicU64,
 }
 
 /// How many remote scopes are remembered before the table starts over.
@@ -702,6 +743,53 @@ impl Shared {
         }
     }
 
+    /// Publishes this node's presence message of `kind` (with a timeout; failures are counted
+    /// like any publish).
+    async fn announce(&self, kind: Kind) {
+        let said = presence::announcement(
+            &self.node,
+            &self.instance,
+            self.heartbeat,
+            self.started,
+            &self.counters.snapshot(),
+        );
+        let Ok(payload) = serde_json::to_vec(&said) else {
+            return self.count(&self.counters.encode_error);
+        };
+        let n = self.presence_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let meta = Meta {
+            origin: self.instance.clone(),
+            node: self.node.to_string(),
+            scope: self.frame.info().name().to_owned(),
+            type_name: format!("node.{}", kind.name()),
+            version: 1,
+            id: format!("{}-p{n}", self.instance),
+            seq: n,
+            sent_at: SystemTime::now(),
+        };
+        let (headers, _) = wire::encode(&meta, false);
+        let subject = format!("{}.node.{}", self.prefix, kind.name());
+        let publish = self
+            .client
+            .publish_with_headers(subject, headers, payload.into());
+        match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                self.count(&self.counters.publish_error);
+                self.warn("a presence message could not be published", error);
+            }
+            Err(_) => {
+                self.count(&self.counters.publish_timeout);
+                self.warn("a presence message timed out", kind.name());
+            }
+        }
+    }
+
+    /// Publishes a local event on the bridge's bus, from the bridge's scope.
+    fn publish_local<T: Send + Sync + 'static>(&self, event: T) {
+        self.frame.bus.publish(self.frame.info(), event);
+    }
+
     /// Counts `more` events dropped by an export queue and says so on the bus (at most once a
     /// second).
     fn dropped(&self, more: u64) {
@@ -743,6 +831,10 @@ async fn run(
         shared.stopped.cancel();
     };
     tokio::join!(watch_stop, importer, join_all(exporters));
+    // Every exported event has been published (or counted): now say goodbye, then close.
+    shared.announce(Kind::Left).await;
+    // `drain` may close the connection before what is queued is written: flush first.
+    let _ = tokio::time::timeout(shared.publish_timeout, shared.client.flush()).await;
     let _ = tokio::time::timeout(shared.publish_timeout, shared.client.drain()).await;
 }
 
@@ -868,11 +960,15 @@ impl Recent {
     }
 }
 
-/// Receives imported types until the scope's body is done.
-async fn import_loop(
+/// Receives imported events and presence messages until the scope's body is done, says the
+/// node is alive every heartbeat, and counts silent nodes as gone. Imported events are taken
+/// first whenever both are ready (see `presence.rs` for why).
+async fn inbound_loop(
     shared: Arc<Shared>,
     imports: Vec<Import>,
     subscribers: Vec<Subscriber>,
+    mut presence: Subscriber,
+    mut connection: tokio::sync::watch::Receiver<bool>,
     mut recent: Recent,
 ) {
     let mut messages = futures::stream::select_all(
@@ -881,16 +977,61 @@ async fn import_loop(
             .enumerate()
             .map(|(index, subscriber)| subscriber.map(move |message| (index, message))),
     );
+    let mut peers = Peers::new(shared.instance.clone());
+    let mut ticks = tokio::time::interval(shared.heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate: `joined` was just sent
     loop {
-        let (index, message) = tokio::select! {
+        tokio::select! {
             biased;
             () = shared.stopped.cancelled() => break,
-            next = messages.next() => match next {
-                Some(next) => next,
-                None => break,
-            },
-        };
-        receive(&shared, &imports[index], &message, &mut recent);
+            Some((index, message)) = messages.next() => {
+                receive(&shared, &imports[index], &message, &mut recent);
+            }
+            Some(message) = presence.next() => hear(&shared, &mut peers, &message).await,
+            _ = ticks.tick() => {
+                shared.announce(Kind::Health).await;
+                for left in peers.expire(Instant::now()) {
+                    shared.publish_local(left);
+                }
+            }
+            Ok(()) = connection.changed() => {
+                if !*connection.borrow_and_update() {
+                    for left in peers.lose_all() {
+                        shared.publish_local(left);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One presence message: updates what is known of the other nodes and says so on the bus.
+async fn hear(shared: &Shared, peers: &mut Peers, message: &Message) {
+    match peers.hear(message, Instant::now()) {
+        Ok(None) => {}
+        Ok(Some(heard)) => {
+            if let Some(joined) = heard.joined {
+                shared.publish_local(joined);
+            }
+            if let Some(health) = heard.health {
+                shared.publish_local(health);
+            }
+            if let Some(left) = heard.left {
+                shared.publish_local::<NodeLeft>(left);
+            }
+            if heard.answer {
+                shared.announce(Kind::Health).await;
+            }
+        }
+        Err(Refused::UnknownKind) => {
+            shared.count(&shared.counters.unknown_type);
+            shared.warn("a presence message of unknown kind", &message.subject);
+        }
+        Err(Refused::Payload) => {
+            shared.count(&shared.counters.decode_error);
+            shared.warn("a presence message could not be decoded", &message.subject);
+        }
     }
 }
 
@@ -988,6 +1129,22 @@ impl BridgeHandle {
     /// The bridge's counters now.
     pub fn stats(&self) -> BridgeStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The events of type `E` imported from `node`, ending when that node is gone: a
+    /// [`LinkedSubscription`] yields every event of the node that reached the bus before its
+    /// [`NodeLeft`], then ends, and its [`end_reason`](LinkedSubscription::end_reason) says
+    /// why (it shut down, it missed heartbeats, or this node lost its connection). Made in the
+    /// current scope, like [`ctx::subscribe`](crate::ctx::subscribe).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::ScopeFinished`] outside of a scope or from a finished one.
+    pub fn subscribe_linked<E: RemoteEvent>(
+        &self,
+        node: &str,
+    ) -> Result<LinkedSubscription<E>, BridgeError> {
+        LinkedSubscription::new(node)
     }
 
     /// Every message published on subjects matching `pattern` (`*` one token, `>` the rest), as

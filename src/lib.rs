@@ -55,6 +55,8 @@ mod event;
 mod latest;
 mod log;
 mod pause;
+#[cfg(feature = "nats")]
+mod presence;
 mod producer;
 #[cfg(feature = "nats")]
 mod remote;
@@ -83,6 +85,8 @@ pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
 pub use error::BridgeError;
 pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::{AnyEnvelope, Envelope};
+#[cfg(feature = "nats")]
+pub use presence::{LinkEnd, LinkedSubscription, NodeHealth, NodeJoined, NodeLeft, NodeLeftReason};
 pub use producer::{Demand, DemandChange, Producer, RegisterOptions};
 #[cfg(feature = "nats")]
 pub use remote::RemoteEvent;

@@ -4,75 +4,16 @@
 
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/bridge_util.rs"]
+mod util;
 
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use nats::NatsServer;
-use scopebus::{
-    Bridge, BridgeError, BridgeHandle, BridgeLagging, BridgeStats, ConnectOptions, ExportQueue,
-    RemoteEvent, ctx,
-};
+use scopebus::{Bridge, BridgeError, BridgeLagging, ConnectOptions, ExportQueue, RemoteEvent, ctx};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ToolCalled {
-    tool: String,
-    n: u64,
-}
-
-impl RemoteEvent for ToolCalled {
-    const KIND: &'static str = "tool";
-    const NAME: &'static str = "called";
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ToolDone {
-    tool: String,
-}
-
-impl RemoteEvent for ToolDone {
-    const KIND: &'static str = "tool";
-    const NAME: &'static str = "done";
-    const VERSION: u32 = 3;
-}
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// Reconnects within half a second (the client's default backoff reaches 4 s).
-fn fast() -> ConnectOptions {
-    ConnectOptions::new()
-        .reconnect_delay_callback(|attempt| Duration::from_millis((50 * attempt as u64).min(500)))
-}
-
-fn bridge(server: &NatsServer, node: &str) -> Bridge {
-    Bridge::new(server.url()).node(node).options(fast())
-}
-
-/// The next item, or a panic naming what did not come.
-async fn next<S: futures::Stream + Unpin>(stream: &mut S, what: &str) -> S::Item {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
-        .unwrap_or_else(|| panic!("the stream ended before {what}"))
-}
-
-/// Waits until `stats` satisfies `done` (a counter the bridge updates asynchronously).
-async fn until(handle: &BridgeHandle, what: &str, done: impl Fn(&BridgeStats) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let stats = handle.stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached within {WAIT:?}; stats: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use util::{ToolCalled, ToolDone, bridge, fast, next, until};
 
 /// A raw client, publishing what a bridge never would.
 async fn raw(server: &NatsServer) -> async_nats::Client {
@@ -635,4 +576,51 @@ async fn a_killed_server_is_survived_and_the_loss_is_reported() {
     // or counted as lost.
     assert!(b.imported + b.lost_in_transit >= 7, "a: {a:?} b: {b:?}");
     assert!(a.reconnects >= 1 && b.reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_the_scope_drains_the_exports_announces_left_and_closes() {
+    let server = NatsServer::start();
+    let client = raw(&server).await;
+    let mut wire = client.subscribe("events.>").await.unwrap();
+    client.flush().await.unwrap();
+    let handle = ctx::scope("leaving")
+        .run(async {
+            let handle = bridge(&server, "leaving")
+                .export::<ToolCalled>()
+                .install()
+                .await
+                .unwrap();
+            for n in 0..100 {
+                ctx::send(ToolCalled {
+                    tool: "t".into(),
+                    n,
+                });
+            }
+            handle // the body ends with 100 events still queued for NATS
+        })
+        .await;
+    assert_eq!(handle.stats().exported, 100);
+    let mut subjects = Vec::new();
+    loop {
+        let message = next(&mut wire, "the node's messages").await;
+        subjects.push(message.subject.to_string());
+        if message.subject.as_str() == "events.node.left" {
+            break;
+        }
+    }
+    let tools = subjects
+        .iter()
+        .filter(|s| *s == "events.tool.called")
+        .count();
+    assert_eq!(
+        subjects.first().map(String::as_str),
+        Some("events.node.joined")
+    );
+    assert_eq!(tools, 100, "every queued event went out before `left`");
+    // The connection is closed: the handle can no longer subscribe.
+    assert!(matches!(
+        handle.watch("events.>").await,
+        Err(BridgeError::Subscribe(_) | BridgeError::Timeout(_))
+    ));
 }
