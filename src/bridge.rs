@@ -42,6 +42,7 @@ use crate::context;
 use crate::delivery::Overflow;
 use crate::error::BridgeError;
 use crate::event::Envelope;
+use crate::history::{self, History, Stored};
 use crate::presence::{self, Kind, LinkedSubscription, NodeLeft, Peers, Refused};
 use crate::remote::{RemoteEvent, WireName, check_pattern, check_prefix, check_token};
 use crate::scope::Frame;
@@ -131,6 +132,9 @@ counters! {
     malformed_header,
     /// Payloads over the size limit (imported or exported).
     oversize,
+    /// History entries skipped by a typed query: unreadable headers, another type, or a
+    /// payload that does not decode (they do not count towards the query's limit).
+    history_skipped,
     /// Exported header values that held control characters (CR, LF, ...), replaced by spaces.
     header_cleaned,
     /// Times the connection came back after a loss.
@@ -204,6 +208,7 @@ pub struct Bridge {
     max_payload: usize,
     retry_initial: bool,
     heartbeat: Duration,
+    history: Option<History>,
 }
 
 impl fmt::Debug for Bridge {
@@ -253,6 +258,7 @@ impl Bridge {
             max_payload: 1 << 20,
             retry_initial: false,
             heartbeat: Duration::from_secs(5),
+            history: None,
         }
     }
 
@@ -401,6 +407,17 @@ impl Bridge {
         self
     }
 
+    /// Keep the bridged events in a JetStream stream, made (or checked, if it exists) at
+    /// install, and answer history queries from it ([`BridgeHandle::history`]). Every node of a
+    /// cluster may configure it: the first makes the stream, the others check it.
+    pub fn history(mut self, history: History) -> Self {
+        if let Err(error) = history.check() {
+            self.refuse(error);
+        }
+        self.history = Some(history);
+        self
+    }
+
     fn refuse(&mut self, error: BridgeError) {
         self.invalid.get_or_insert(error);
     }
@@ -480,12 +497,19 @@ impl Bridge {
             subscribers.push(subscriber);
         }
         let presence = client
-            .subscribe(format!("{}.node.*", self.prefix))
+            .subscribe(format!("{}.node.>", self.prefix))
             .await
             .map_err(|e| BridgeError::Subscribe(e.to_string()))?;
         if !self.retry_initial {
             round_trip(&client, &instance, self.connect_timeout).await?;
         }
+        let stream = match &self.history {
+            Some(history) => {
+                let js = async_nats::jetstream::new(client.clone());
+                Some(history::ensure_stream(&js, history, &self.prefix).await?)
+            }
+            None => None,
+        };
         let server_max = client.server_info().max_payload;
         let shared = Arc::new(Shared {
             client,
@@ -509,6 +533,8 @@ impl Bridge {
             heartbeat: self.heartbeat,
             started: SystemTime::now(),
             presence_seq: AtomicU64::new(0),
+            stream,
+            history: self.history,
         });
         // Ends when the scope's body completes, like every subscription made in the scope.
         let stop = crate::ctx::try_subscribe::<Stop>().map_err(|_| BridgeError::ScopeFinished)?;
@@ -642,6 +668,9 @@ struct Shared {
     started: SystemTime,
     /// Numbers presence messages, for their ids.
     presence_seq: AtomicU64,
+    /// The history stream, when configured.
+    stream: Option<async_nats::jetstream::stream::Stream>,
+    history: Option<History>,
 }
 
 /// How many remote scopes are remembered before the table starts over.
@@ -768,7 +797,7 @@ impl Shared {
             sent_at: SystemTime::now(),
         };
         let (headers, _) = wire::encode(&meta, false);
-        let subject = format!("{}.node.{}", self.prefix, kind.name());
+        let subject = kind.subject(&self.prefix, &self.node);
         let publish = self
             .client
             .publish_with_headers(subject, headers, payload.into());
@@ -977,7 +1006,7 @@ async fn inbound_loop(
             .enumerate()
             .map(|(index, subscriber)| subscriber.map(move |message| (index, message))),
     );
-    let mut peers = Peers::new(shared.instance.clone());
+    let mut peers = Peers::new(shared.instance.clone(), shared.prefix.clone());
     let mut ticks = tokio::time::interval(shared.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate: `joined` was just sent
@@ -1098,6 +1127,21 @@ fn receive(shared: &Shared, import: &Import, message: &Message, recent: &mut Rec
     }
 }
 
+/// A history entry decoded as `E`, or `None` if its headers, type or payload are wrong.
+fn stored<E: RemoteEvent>(raw: &RawEvent, type_name: &str) -> Option<Stored<E>> {
+    if raw.type_name.as_deref() != Some(type_name) {
+        return None;
+    }
+    Some(Stored {
+        event: raw.decode::<E>().ok()?,
+        node: raw.node.clone()?,
+        scope: raw.scope.clone().unwrap_or_default(),
+        sent_at: raw.sent_at?,
+        id: raw.id.clone()?,
+        stream_seq: raw.stream_seq?,
+    })
+}
+
 /// An installed bridge (see [`Bridge::install`]). Cheap to clone; it does not keep the bridge
 /// running: the bridge stops with the scope that installed it.
 #[derive(Clone)]
@@ -1129,6 +1173,101 @@ impl BridgeHandle {
     /// The bridge's counters now.
     pub fn stats(&self) -> BridgeStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The newest `limit` events kept in history on subjects matching `filter` (`*` one token,
+    /// `>` the rest), oldest first, as raw envelopes. Every kept message counts, including
+    /// those not sent by a bridge.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::NoHistory`] without [`Bridge::history`], [`BridgeError::InvalidPattern`],
+    /// [`BridgeError::Timeout`] after the history's timeout, [`BridgeError::Stream`] when
+    /// JetStream fails.
+    pub async fn history(&self, filter: &str, limit: usize) -> Result<Vec<RawEvent>, BridgeError> {
+        self.query(filter, history::Start::Everything, limit, Some)
+            .await
+    }
+
+    /// Like [`history`](Self::history), among the events stored since `since`: the newest
+    /// `limit` of them, oldest first. A `since` in the future gives none.
+    ///
+    /// # Errors
+    ///
+    /// As [`history`](Self::history).
+    pub async fn history_since(
+        &self,
+        filter: &str,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<RawEvent>, BridgeError> {
+        self.query(filter, history::Start::Since(since), limit, Some)
+            .await
+    }
+
+    /// The newest `limit` events of type `E` kept in history, oldest first, decoded. Entries
+    /// that do not decode as `E` are skipped, counted in [`BridgeStats::history_skipped`], and
+    /// do not count towards `limit`.
+    ///
+    /// # Errors
+    ///
+    /// As [`history`](Self::history).
+    pub async fn history_of<E: RemoteEvent>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Stored<E>>, BridgeError> {
+        self.typed_query::<E>(history::Start::Everything, limit)
+            .await
+    }
+
+    /// Like [`history_of`](Self::history_of), among the events stored since `since`.
+    ///
+    /// # Errors
+    ///
+    /// As [`history`](Self::history).
+    pub async fn history_of_since<E: RemoteEvent>(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Stored<E>>, BridgeError> {
+        self.typed_query::<E>(history::Start::Since(since), limit)
+            .await
+    }
+
+    async fn typed_query<E: RemoteEvent>(
+        &self,
+        from: history::Start,
+        limit: usize,
+    ) -> Result<Vec<Stored<E>>, BridgeError> {
+        let name = WireName::of::<E>()?;
+        let subject = name.subject(&self.shared.prefix);
+        let counters = &self.shared.counters;
+        let decode = |raw: RawEvent| {
+            let stored = stored::<E>(&raw, &name.name);
+            if stored.is_none() {
+                counters.history_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            stored
+        };
+        self.query(&subject, from, limit, decode).await
+    }
+
+    async fn query<T>(
+        &self,
+        filter: &str,
+        from: history::Start,
+        limit: usize,
+        accept: impl FnMut(RawEvent) -> Option<T>,
+    ) -> Result<Vec<T>, BridgeError> {
+        check_pattern(filter)?;
+        let (Some(stream), Some(config)) = (&self.shared.stream, &self.shared.history) else {
+            return Err(BridgeError::NoHistory);
+        };
+        let mut stream = stream.clone();
+        let query = history::newest(&mut stream, filter, from, limit, accept);
+        tokio::time::timeout(config.timeout, query)
+            .await
+            .map_err(|_| BridgeError::Timeout("history"))?
     }
 
     /// The events of type `E` imported from `node`, ending when that node is gone: a

@@ -317,8 +317,13 @@ pub enum BridgeError {
     Connect(String),
     /// The server refused a subscription (the client's message).
     Subscribe(String),
-    /// An operation did not complete in time: `connect`, `subscribe`, ...
+    /// An operation did not complete in time: `connect`, `subscribe`, `history`, ...
     Timeout(&'static str),
+    /// JetStream refused or failed an operation on the history stream (the client's
+    /// message), or the stream that exists does not keep the bridge's subjects.
+    Stream(String),
+    /// A history query on a bridge made without [`Bridge::history`](crate::Bridge::history).
+    NoHistory,
 }
 
 #[cfg(feature = "nats")]
@@ -342,6 +347,10 @@ impl fmt::Display for BridgeError {
             BridgeError::Connect(error) => write!(f, "could not connect to NATS: {error}"),
             BridgeError::Subscribe(error) => write!(f, "NATS refused a subscription: {error}"),
             BridgeError::Timeout(what) => write!(f, "NATS did not answer in time ({what})"),
+            BridgeError::Stream(error) => write!(f, "JetStream history: {error}"),
+            BridgeError::NoHistory => {
+                f.write_str("this bridge keeps no history; configure one with `Bridge::history`")
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+#[cfg(feature = "nats")]
+mod history;
 mod latest;
 mod log;
 mod pause;
@@ -85,6 +87,8 @@ pub use delivery::{DropReport, ManyBuilder, Overflow, SubscriptionBuilder};
 pub use error::BridgeError;
 pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeError, TaskError};
 pub use event::{AnyEnvelope, Envelope};
+#[cfg(feature = "nats")]
+pub use history::{History, Stored};
 #[cfg(feature = "nats")]
 pub use presence::{LinkEnd, LinkedSubscription, NodeHealth, NodeJoined, NodeLeft, NodeLeftReason};
 pub use producer::{Demand, DemandChange, Producer, RegisterOptions};

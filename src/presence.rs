@@ -3,8 +3,10 @@
 //! one node's events that tells why it ended when the node goes away.
 //!
 //! Protocol (subjects under the bridge's prefix, JSON payloads, the bridge's headers):
-//! - `events.node.joined` once at start, `events.node.health` every heartbeat, and
-//!   `events.node.left` at a clean shutdown, after the export queues are drained;
+//! - `events.node.joined` once at start, `events.node.health.<node>` every heartbeat, and
+//!   `events.node.left` at a clean shutdown, after the export queues are drained. Heartbeats
+//!   have a fourth token so that the history stream (`events.*.*`) does not keep them: at one
+//!   every 5 s per node they would soon be all the history there is;
 //! - a node is *known* from its first `joined` or `health`; a `joined` from a node not yet known
 //!   is answered with an immediate `health`, so that a newcomer learns of every node at once;
 //! - a known node is gone when it says `left` (`Shutdown`), when three of its heartbeat
@@ -129,11 +131,21 @@ impl Kind {
         }
     }
 
-    fn of(subject: &str) -> Option<Self> {
-        match subject.rsplit('.').next()? {
-            "joined" => Some(Kind::Joined),
-            "health" => Some(Kind::Health),
-            "left" => Some(Kind::Left),
+    /// The subject this node publishes a message of this kind on.
+    pub(crate) fn subject(self, prefix: &str, node: &str) -> String {
+        match self {
+            Kind::Health => format!("{prefix}.node.health.{node}"),
+            kind => format!("{prefix}.node.{}", kind.name()),
+        }
+    }
+
+    /// The kind of a message on `subject` (under `<prefix>.node.`).
+    fn of(subject: &str, prefix: &str) -> Option<Self> {
+        let rest = subject.strip_prefix(prefix)?.strip_prefix(".node.")?;
+        match rest.split_once('.') {
+            None if rest == "joined" => Some(Kind::Joined),
+            None if rest == "left" => Some(Kind::Left),
+            Some(("health", _)) => Some(Kind::Health),
             _ => None,
         }
     }
@@ -148,6 +160,7 @@ struct Peer {
 /// What this bridge knows of the other nodes. Owned by the bridge's inbound loop.
 pub(crate) struct Peers {
     own_instance: String,
+    prefix: String,
     known: HashMap<String, Peer>,
 }
 
@@ -175,9 +188,10 @@ pub(crate) enum Refused {
 const MAX_PEERS: usize = 4096;
 
 impl Peers {
-    pub(crate) fn new(own_instance: String) -> Self {
+    pub(crate) fn new(own_instance: String, prefix: String) -> Self {
         Self {
             own_instance,
+            prefix,
             known: HashMap::new(),
         }
     }
@@ -188,7 +202,7 @@ impl Peers {
         message: &Message,
         now: Instant,
     ) -> Result<Option<Heard>, Refused> {
-        let kind = Kind::of(message.subject.as_str()).ok_or(Refused::UnknownKind)?;
+        let kind = Kind::of(message.subject.as_str(), &self.prefix).ok_or(Refused::UnknownKind)?;
         let said: Announcement =
             serde_json::from_slice(&message.payload).map_err(|_| Refused::Payload)?;
         if said.instance == self.own_instance {
