@@ -43,6 +43,7 @@ use crate::delivery::Overflow;
 use crate::error::BridgeError;
 use crate::event::Envelope;
 use crate::history::{self, History, Stored};
+use crate::persistent::{self, AckWindow, Acked, Delivery, Outgoing};
 use crate::presence::{self, Kind, LinkedSubscription, NodeLeft, Peers, Refused};
 use crate::remote::{RemoteEvent, WireName, check_pattern, check_prefix, check_token};
 use crate::scope::Frame;
@@ -118,8 +119,11 @@ counters! {
     abandoned_at_shutdown,
     /// Publishes that did not complete within the publish timeout.
     publish_timeout,
-    /// Publishes the client refused.
+    /// Publishes the client refused, or persistent publishes not stored after every retry.
     publish_error,
+    /// Persistent imports whose acknowledgement failed (the server will deliver them again;
+    /// the duplicate is dropped if this bridge still remembers its id).
+    ack_error,
     /// Events that could not be serialized.
     encode_error,
     /// Payloads that could not be decoded as their type.
@@ -161,6 +165,7 @@ enum Refusal {
 struct Import {
     name: WireName,
     deliver: Deliver,
+    delivery: Delivery,
 }
 
 /// A NATS bridge to install in a scope: which event types go out and come in, and how to
@@ -209,6 +214,8 @@ pub struct Bridge {
     retry_initial: bool,
     heartbeat: Duration,
     history: Option<History>,
+    /// Some type is exported or imported with `Delivery::Persistent`.
+    persistent: bool,
 }
 
 impl fmt::Debug for Bridge {
@@ -259,6 +266,7 @@ impl Bridge {
             retry_initial: false,
             heartbeat: Duration::from_secs(5),
             history: None,
+            persistent: false,
         }
     }
 
@@ -296,8 +304,21 @@ impl Bridge {
     }
 
     /// Publishes the events of type `E` sent on the scope's bus (those sent in this process:
-    /// imported ones never go out again).
-    pub fn export<E: RemoteEvent>(mut self) -> Self {
+    /// imported ones never go out again), best effort ([`Delivery::BestEffort`]).
+    pub fn export<E: RemoteEvent>(self) -> Self {
+        self.export_with::<E>(Delivery::BestEffort)
+    }
+
+    /// Sends the events of type `E` published by other nodes into the scope's bus, as `E`,
+    /// best effort ([`Delivery::BestEffort`]).
+    pub fn import<E: RemoteEvent>(self) -> Self {
+        self.import_with::<E>(Delivery::BestEffort)
+    }
+
+    /// [`export`](Self::export) with the given delivery mode. [`Delivery::Persistent`] stores
+    /// every event in the history stream (made with the default [`History`] if none is
+    /// configured).
+    pub fn export_with<E: RemoteEvent>(mut self, delivery: Delivery) -> Self {
         let name = match self.register::<E>(true) {
             Some(name) => name,
             None => return self,
@@ -316,14 +337,20 @@ impl Bridge {
             let subscription = builder
                 .try_subscribe()
                 .map_err(|_| BridgeError::ScopeFinished)?;
-            Ok(Box::pin(export_loop(subscription, shared.clone(), wire)) as BoxFuture<'static, ()>)
+            let export = export_loop(subscription, shared.clone(), wire, delivery);
+            Ok(Box::pin(export) as BoxFuture<'static, ()>)
         });
+        self.persistent |= delivery == Delivery::Persistent;
         self.exports.push((name, start));
         self
     }
 
-    /// Sends the events of type `E` published by other nodes into the scope's bus, as `E`.
-    pub fn import<E: RemoteEvent>(mut self) -> Self {
+    /// [`import`](Self::import) with the given delivery mode. [`Delivery::Persistent`] reads
+    /// the history stream through a durable consumer named after this node and the type, so
+    /// that a restart of the server or of this bridge (with the same node name) resumes where
+    /// it stopped, without gaps or duplicates. Give each process its own node name: two
+    /// bridges with one name would share the consumer and each see part of the events.
+    pub fn import_with<E: RemoteEvent>(mut self, delivery: Delivery) -> Self {
         let Some(name) = self.register::<E>(false) else {
             return self;
         };
@@ -338,7 +365,12 @@ impl Bridge {
                 .map(drop)
                 .map_err(|_| Refusal::Local)
         });
-        self.imports.push(Import { name, deliver });
+        self.persistent |= delivery == Delivery::Persistent;
+        self.imports.push(Import {
+            name,
+            deliver,
+            delivery,
+        });
         self
     }
 
@@ -488,13 +520,16 @@ impl Bridge {
         )
         .await?;
         let mut subscribers = Vec::with_capacity(self.imports.len());
-        for import in &self.imports {
+        for (index, import) in self.imports.iter().enumerate() {
+            if import.delivery == Delivery::Persistent {
+                continue; // read from the stream by a durable consumer (the inbound loop)
+            }
             let subject = import.name.subject(&self.prefix);
             let subscriber = client
                 .subscribe(subject)
                 .await
                 .map_err(|e| BridgeError::Subscribe(e.to_string()))?;
-            subscribers.push(subscriber);
+            subscribers.push((index, subscriber));
         }
         let presence = client
             .subscribe(format!("{}.node.>", self.prefix))
@@ -503,13 +538,29 @@ impl Bridge {
         if !self.retry_initial {
             round_trip(&client, &instance, self.connect_timeout).await?;
         }
-        let stream = match &self.history {
-            Some(history) => {
-                let js = async_nats::jetstream::new(client.clone());
-                Some(history::ensure_stream(&js, history, &self.prefix).await?)
-            }
-            None => None,
+        let history = match self.history {
+            None if self.persistent => Some(History::default()),
+            history => history,
         };
+        let (js, stream) = match &history {
+            Some(config) => {
+                let js = async_nats::jetstream::new(client.clone());
+                let stream = history::ensure_stream(&js, config, &self.prefix).await?;
+                (Some(js), Some(stream))
+            }
+            None => (None, None),
+        };
+        if let Some(stream) = &stream {
+            for import in &self.imports {
+                if import.delivery == Delivery::Persistent {
+                    let durable = persistent::durable_name(&node, &import.name.name);
+                    let subject = import.name.subject(&self.prefix);
+                    persistent::durable_consumer(stream, &durable, &subject)
+                        .await
+                        .map_err(BridgeError::Stream)?;
+                }
+            }
+        }
         let server_max = client.server_info().max_payload;
         let shared = Arc::new(Shared {
             client,
@@ -534,7 +585,8 @@ impl Bridge {
             started: SystemTime::now(),
             presence_seq: AtomicU64::new(0),
             stream,
-            history: self.history,
+            history,
+            js,
         });
         // Ends when the scope's body completes, like every subscription made in the scope.
         let stop = crate::ctx::try_subscribe::<Stop>().map_err(|_| BridgeError::ScopeFinished)?;
@@ -668,9 +720,10 @@ struct Shared {
     started: SystemTime,
     /// Numbers presence messages, for their ids.
     presence_seq: AtomicU64,
-    /// The history stream, when configured.
+    /// The history stream, when configured (or needed by a persistent type).
     stream: Option<async_nats::jetstream::stream::Stream>,
     history: Option<History>,
+    js: Option<async_nats::jetstream::Context>,
 }
 
 /// How many remote scopes are remembered before the table starts over.
@@ -712,24 +765,27 @@ impl Shared {
         info
     }
 
-    /// Publishes one locally originated event.
-    async fn publish<E: RemoteEvent>(
+    /// Serializes one locally originated event and writes its headers; `None` (counted) if it
+    /// cannot go out.
+    fn prepare<E: RemoteEvent>(
         &self,
         subject: &str,
         name: &WireName,
         seq: u64,
         envelope: &Envelope<E>,
-    ) {
+        persistent: bool,
+    ) -> Option<Outgoing> {
         let payload = match serde_json::to_vec(&**envelope) {
             Ok(payload) => payload,
             Err(error) => {
                 self.count(&self.counters.encode_error);
-                return self.warn("an event could not be serialized", error);
+                self.warn("an event could not be serialized", error);
+                return None;
             }
         };
         if payload.len() > self.max_payload {
             self.count(&self.counters.oversize);
-            return self.warn(
+            self.warn(
                 "an exported payload is over the size limit",
                 format_args!(
                     "{} bytes > {} on {subject}",
@@ -737,6 +793,7 @@ impl Shared {
                     self.max_payload
                 ),
             );
+            return None;
         }
         let meta = Meta {
             origin: self.instance.clone(),
@@ -748,7 +805,7 @@ impl Shared {
             seq,
             sent_at: envelope.sent_at(),
         };
-        let (headers, cleaned) = wire::encode(&meta, false);
+        let (headers, cleaned) = wire::encode(&meta, persistent);
         if cleaned {
             self.count(&self.counters.header_cleaned);
             self.warn(
@@ -756,9 +813,18 @@ impl Shared {
                 &meta.scope,
             );
         }
-        let publish = self
-            .client
-            .publish_with_headers(subject.to_owned(), headers, payload.into());
+        Some(Outgoing {
+            subject: subject.to_owned(),
+            headers,
+            payload: payload.into(),
+        })
+    }
+
+    /// Publishes one event on core NATS.
+    async fn publish_core(&self, out: Outgoing) {
+        let publish =
+            self.client
+                .publish_with_headers(out.subject.clone(), out.headers, out.payload);
         match tokio::time::timeout(self.publish_timeout, publish).await {
             Ok(Ok(())) => self.count(&self.counters.exported),
             Ok(Err(error)) => {
@@ -767,7 +833,27 @@ impl Shared {
             }
             Err(_) => {
                 self.count(&self.counters.publish_timeout);
-                self.warn("a publish timed out", subject);
+                self.warn("a publish timed out", &out.subject);
+            }
+        }
+    }
+
+    /// Counts how a persistent publish ended.
+    fn acked(&self, outcomes: Vec<Acked>) {
+        for outcome in outcomes {
+            match outcome {
+                Acked::Stored => self.count(&self.counters.exported),
+                Acked::Lost { timed_out, error } => {
+                    self.count(if timed_out {
+                        &self.counters.publish_timeout
+                    } else {
+                        &self.counters.publish_error
+                    });
+                    self.warn(
+                        "a persistent publish was not stored after every retry",
+                        error,
+                    );
+                }
             }
         }
     }
@@ -873,6 +959,7 @@ async fn export_loop<E: RemoteEvent>(
     mut subscription: Subscription<E>,
     shared: Arc<Shared>,
     name: WireName,
+    delivery: Delivery,
 ) {
     let subject = name.subject(&shared.prefix);
     let deadline = async {
@@ -880,10 +967,17 @@ async fn export_loop<E: RemoteEvent>(
         tokio::time::sleep(shared.drain_timeout).await;
     };
     tokio::pin!(deadline);
+    let mut window = match (delivery, &shared.js) {
+        (Delivery::Persistent, Some(js)) => {
+            Some(AckWindow::new(js.clone(), shared.publish_timeout))
+        }
+        _ => None,
+    };
     let mut dropped = 0;
     let mut late = false;
     let mut seq = 0;
     loop {
+        let pending = window.as_ref().is_some_and(|w| w.len() > 0);
         let envelope = tokio::select! {
             biased;
             next = subscription.next() => match next {
@@ -891,6 +985,14 @@ async fn export_loop<E: RemoteEvent>(
                 None => break,
             },
             () = &mut deadline => { late = true; break; }
+            // Nothing to send: settle the acknowledgements that came meanwhile (waiting for
+            // one takes nothing out of the window, so the next event may interrupt it).
+            () = answered(&mut window), if pending => {
+                if let Some(window) = &mut window {
+                    shared.acked(window.settle_oldest().await.into_iter().collect());
+                }
+                continue;
+            }
         };
         // Read once: the bus's senders may drop more meanwhile.
         let now_dropped = subscription.dropped();
@@ -903,14 +1005,41 @@ async fn export_loop<E: RemoteEvent>(
         }
         // Counted before the attempt: an event lost here is a gap for the receivers too.
         seq += 1;
+        let Some(out) = shared.prepare(&subject, &name, seq, &envelope, window.is_some()) else {
+            continue;
+        };
+        let publish = async {
+            match &mut window {
+                Some(window) => shared.acked(window.publish(out).await),
+                None => shared.publish_core(out).await,
+            }
+        };
         tokio::select! {
             biased;
-            () = shared.publish(&subject, &name, seq, &envelope) => {}
+            () = publish => {}
             () = &mut deadline => {
                 shared.counters.abandoned_at_shutdown.fetch_add(1, Ordering::Relaxed);
                 late = true;
                 break;
             }
+        }
+    }
+    // Persistent: wait for the acknowledgements still pending (within the deadline too).
+    if let Some(window) = &mut window {
+        while !late && window.len() > 0 {
+            tokio::select! {
+                biased;
+                settled = window.settle_oldest() => shared.acked(settled.into_iter().collect()),
+                () = &mut deadline => late = true,
+            }
+        }
+        let unsure = window.len() as u64;
+        if unsure > 0 {
+            // Published, but not known to be stored.
+            shared
+                .counters
+                .abandoned_at_shutdown
+                .fetch_add(unsure, Ordering::Relaxed);
         }
     }
     let now_dropped = subscription.dropped();
@@ -933,6 +1062,13 @@ async fn export_loop<E: RemoteEvent>(
     }
 }
 
+/// Waits for the answer to the oldest pending persistent publish (cancel-safe).
+async fn answered(window: &mut Option<AckWindow>) {
+    if let Some(window) = window {
+        window.answered().await;
+    }
+}
+
 /// What the importer remembers: the ids of the last `capacity` events, and the last `Ev-Seq`
 /// of each sender and type.
 struct Recent {
@@ -952,22 +1088,25 @@ impl Recent {
         }
     }
 
-    /// How many events of `meta`'s sender and type were skipped before this one.
+    /// How many events of `meta`'s sender and type were skipped before this one. The first
+    /// event seen from a sender sets the start: what it sent before this bridge listened is
+    /// not lost.
     fn gap(&mut self, meta: &Meta) -> u64 {
-        if self.last.len() >= REMOTE_SCOPES
-            && !self
-                .last
-                .contains_key(&(meta.origin.clone(), meta.type_name.clone()))
-        {
+        let key = (meta.origin.clone(), meta.type_name.clone());
+        if self.last.len() >= REMOTE_SCOPES && !self.last.contains_key(&key) {
             self.last.clear(); // bounded: a gap across the reset goes unseen
         }
-        let last = self
-            .last
-            .entry((meta.origin.clone(), meta.type_name.clone()))
-            .or_insert(0);
-        let gap = meta.seq.saturating_sub(*last + 1);
-        *last = (*last).max(meta.seq);
-        gap
+        match self.last.get_mut(&key) {
+            None => {
+                self.last.insert(key, meta.seq);
+                0
+            }
+            Some(last) => {
+                let gap = meta.seq.saturating_sub(*last + 1);
+                *last = (*last).max(meta.seq);
+                gap
+            }
+        }
     }
 
     /// `false` if `id` is among the recent ones; remembers it otherwise.
@@ -995,7 +1134,7 @@ impl Recent {
 async fn inbound_loop(
     shared: Arc<Shared>,
     imports: Vec<Import>,
-    subscribers: Vec<Subscriber>,
+    subscribers: Vec<(usize, Subscriber)>,
     mut presence: Subscriber,
     mut connection: tokio::sync::watch::Receiver<bool>,
     mut recent: Recent,
@@ -1003,9 +1142,18 @@ async fn inbound_loop(
     let mut messages = futures::stream::select_all(
         subscribers
             .into_iter()
-            .enumerate()
             .map(|(index, subscriber)| subscriber.map(move |message| (index, message))),
     );
+    let mut durable =
+        futures::stream::select_all(imports.iter().enumerate().filter_map(|(index, import)| {
+            let stream = shared.stream.clone()?;
+            (import.delivery == Delivery::Persistent).then(|| {
+                let name = persistent::durable_name(&shared.node, &import.name.name);
+                let subject = import.name.subject(&shared.prefix);
+                persistent::durable_messages(stream, name, subject)
+                    .map(move |message| (index, message))
+            })
+        }));
     let mut peers = Peers::new(shared.instance.clone(), shared.prefix.clone());
     let mut ticks = tokio::time::interval(shared.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1016,6 +1164,18 @@ async fn inbound_loop(
             () = shared.stopped.cancelled() => break,
             Some((index, message)) = messages.next() => {
                 receive(&shared, &imports[index], &message, &mut recent);
+            }
+            Some((index, message)) = durable.next() => {
+                receive(&shared, &imports[index], &message.message, &mut recent);
+                // Acknowledged once in the bus (or refused and counted): a restart resumes
+                // after it.
+                match tokio::time::timeout(shared.publish_timeout, message.ack()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        shared.count(&shared.counters.ack_error);
+                        shared.warn("an imported event could not be acknowledged", &message.subject);
+                    }
+                }
             }
             Some(message) = presence.next() => hear(&shared, &mut peers, &message).await,
             _ = ticks.tick() => {

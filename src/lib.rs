@@ -58,6 +58,8 @@ mod latest;
 mod log;
 mod pause;
 #[cfg(feature = "nats")]
+mod persistent;
+#[cfg(feature = "nats")]
 mod presence;
 mod producer;
 #[cfg(feature = "nats")]
@@ -89,6 +91,8 @@ pub use error::{RegisterError, SendError, SendErrorKind, SpawnError, SubscribeEr
 pub use event::{AnyEnvelope, Envelope};
 #[cfg(feature = "nats")]
 pub use history::{History, Stored};
+#[cfg(feature = "nats")]
+pub use persistent::Delivery;
 #[cfg(feature = "nats")]
 pub use presence::{LinkEnd, LinkedSubscription, NodeHealth, NodeJoined, NodeLeft, NodeLeftReason};
 pub use producer::{Demand, DemandChange, Producer, RegisterOptions};
