@@ -362,7 +362,14 @@ impl<E> fmt::Debug for LinkedSubscription<E> {
 }
 
 impl<E: Send + Sync + 'static> LinkedSubscription<E> {
-    pub(crate) fn new(node: &str) -> Result<Self, BridgeError> {
+    /// Subscribes in the current scope to the events of type `E` imported from `node`: make
+    /// it before installing the bridge to be sure to see the node's first events (what
+    /// [`BridgeHandle::subscribe_linked`](crate::BridgeHandle::subscribe_linked) makes after).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::ScopeFinished`] outside of a scope or from a finished one.
+    pub fn new(node: &str) -> Result<Self, BridgeError> {
         let inner = crate::ctx::subscribe_many()
             .with::<E>()
             .with::<NodeLeft>()

@@ -248,14 +248,39 @@ impl RawEvent {
     }
 }
 
-/// One readable line: time, subject, node, scope, and the payload (as text when it is UTF-8).
+/// `2026-11-24T00:12:59.847112Z` (UTC, microseconds).
+fn write_time(f: &mut fmt::Formatter<'_>, since_epoch: Duration) -> fmt::Result {
+    let secs = since_epoch.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's algorithm, for days since 1970-01-01).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    write!(
+        f,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since_epoch.subsec_micros()
+    )
+}
+
+/// One readable line: time (UTC), subject, node and scope, and the payload (as text when it
+/// is UTF-8).
 impl fmt::Display for RawEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self
             .sent_at
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         {
-            Some(since) => write!(f, "{}.{:06}", since.as_secs(), since.subsec_micros())?,
+            Some(since) => write_time(f, since)?,
             None => f.write_str("-")?,
         }
         write!(f, " {}", self.subject)?;
@@ -359,6 +384,23 @@ mod tests {
         ] {
             assert_eq!(without(name), Err(WireError::MissingHeader(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn a_raw_event_reads_as_one_line_with_its_utc_time() {
+        let (headers, _) = encode(&meta(), false);
+        let raw = super::RawEvent::new("events.tool.called", Some(&headers), "{}".into());
+        assert_eq!(
+            raw.to_string(),
+            "2023-11-14T22:13:20.123456Z events.tool.called from node-a/orders {}"
+        );
+        let bare = super::RawEvent::new("x.y", None, vec![0xff].into());
+        assert_eq!(bare.to_string(), "- x.y <1 bytes>");
+        let leap = super::RawEvent {
+            sent_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            ..bare
+        };
+        assert!(leap.to_string().starts_with("2000-02-29T00:00:00.000000Z"));
     }
 
     #[test]
