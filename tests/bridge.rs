@@ -624,3 +624,109 @@ async fn leaving_the_scope_drains_the_exports_announces_left_and_closes() {
         Err(BridgeError::Subscribe(_) | BridgeError::Timeout(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retry_on_initial_connect_a_bridge_starts_before_its_server() {
+    let mut server = NatsServer::start();
+    server.kill(); // its port is known and free: nothing listens there now
+    let mut watcher_server_up = None;
+    let handle = ctx::scope("early")
+        .run(async {
+            let handle = bridge(&server, "early")
+                .retry_on_initial_connect()
+                .export::<ToolCalled>()
+                .export_queue(ExportQueue::Hold)
+                .install()
+                .await
+                .expect("install returns while no server answers");
+            ctx::send(ToolCalled {
+                tool: "queued".into(),
+                n: 1,
+            });
+            server.restart();
+            let raw = raw(&server).await;
+            let mut wire = raw.subscribe("events.tool.called").await.unwrap();
+            raw.flush().await.unwrap();
+            until(&handle, "connected", |s| s.exported >= 1).await;
+            ctx::send(ToolCalled {
+                tool: "live".into(),
+                n: 2,
+            });
+            let message = next(&mut wire, "an event once the server is up").await;
+            watcher_server_up = Some(message.subject.to_string());
+            handle
+        })
+        .await;
+    assert_eq!(watcher_server_up.as_deref(), Some("events.tool.called"));
+    assert_eq!(handle.stats().exported, 2, "{:?}", handle.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holding_export_queue_loses_nothing_while_the_server_is_paused() {
+    let server = NatsServer::start();
+    let client = raw(&server).await;
+    let mut wire = client.subscribe("events.tool.called").await.unwrap();
+    client.flush().await.unwrap();
+    let handle = ctx::scope("patient")
+        .run(async {
+            let handle = Bridge::new(server.url())
+                .node("patient")
+                .options(fast().client_capacity(16))
+                .export::<ToolCalled>()
+                .export_queue(ExportQueue::Hold)
+                .publish_timeout(Duration::from_secs(10))
+                .install()
+                .await
+                .unwrap();
+            server.pause();
+            let tool = "x".repeat(16 * 1024);
+            for n in 0..500 {
+                ctx::send(ToolCalled {
+                    tool: tool.clone(),
+                    n,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await; // the publishes block meanwhile
+            server.resume();
+            handle
+        })
+        .await;
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.exported, stats.dropped_backpressure),
+        (500, 0),
+        "{stats:?}"
+    );
+    for n in 0..500 {
+        let message = next(&mut wire, "every held event").await;
+        let call: ToolCalled = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(call.n, n, "in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_export_is_counted_and_the_next_one_goes_out() {
+    let server = NatsServer::start();
+    ctx::scope("big")
+        .run(async {
+            let handle = bridge(&server, "big")
+                .export::<ToolCalled>()
+                .max_payload(1024)
+                .install()
+                .await
+                .unwrap();
+            let mut wire = handle.watch("events.tool.called").await.unwrap();
+            ctx::send(ToolCalled {
+                tool: "x".repeat(2048),
+                n: 1,
+            });
+            ctx::send(ToolCalled {
+                tool: "small".into(),
+                n: 2,
+            });
+            let got: ToolCalled = next(&mut wire, "the small one").await.decode().unwrap();
+            assert_eq!(got.n, 2);
+            assert_eq!((handle.stats().oversize, handle.stats().exported), (1, 1));
+        })
+        .await;
+}
