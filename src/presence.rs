@@ -436,3 +436,107 @@ impl<E: Send + Sync + 'static> FusedStream for LinkedSubscription<E> {
         self.end.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use async_nats::Message;
+    use proptest::prelude::*;
+
+    use super::{Kind, NodeLeftReason, Peers, Refused};
+
+    fn message(subject: &str, payload: Vec<u8>) -> Message {
+        Message {
+            subject: subject.to_owned().into(),
+            reply: None,
+            payload: payload.into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    fn said(instance: &str, node: &str) -> Vec<u8> {
+        format!(
+            r#"{{"node":"{node}","instance":"{instance}","heartbeat_ms":100,"uptime_ms":5,"exported":1,"imported":2,"dropped":0}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn kinds_by_subject() {
+        let of = |s: &str| Kind::of(s, "events");
+        assert_eq!(of("events.node.joined"), Some(Kind::Joined));
+        assert_eq!(of("events.node.left"), Some(Kind::Left));
+        assert_eq!(of("events.node.health.a"), Some(Kind::Health));
+        for other in [
+            "events.node.health",
+            "events.node.x",
+            "other.node.joined",
+            "events.node",
+        ] {
+            assert_eq!(of(other), None, "{other}");
+        }
+        assert_eq!(Kind::Health.subject("events", "a"), "events.node.health.a");
+        assert_eq!(Kind::Joined.subject("events", "a"), "events.node.joined");
+    }
+
+    #[test]
+    fn a_node_is_known_until_it_leaves_goes_silent_or_the_connection_drops() {
+        let start = Instant::now();
+        let mut peers = Peers::new("me".into(), "events".into());
+        let joined = peers
+            .hear(&message("events.node.joined", said("i1", "a")), start)
+            .unwrap()
+            .unwrap();
+        assert_eq!(joined.joined.unwrap().node, "a");
+        assert!(joined.answer, "a newcomer is answered");
+        let again = peers
+            .hear(&message("events.node.health.a", said("i1", "a")), start)
+            .unwrap()
+            .unwrap();
+        assert!(again.joined.is_none() && again.health.is_some() && !again.answer);
+        assert!(
+            peers
+                .hear(&message("events.node.joined", said("me", "me")), start)
+                .unwrap()
+                .is_none()
+        );
+        assert!(peers.expire(start + Duration::from_millis(250)).is_empty());
+        let silent = peers.expire(start + Duration::from_millis(301));
+        assert_eq!(silent[0].reason, NodeLeftReason::MissedHeartbeats);
+        peers
+            .hear(&message("events.node.health.a", said("i1", "a")), start)
+            .unwrap();
+        assert_eq!(peers.lose_all()[0].reason, NodeLeftReason::ConnectionLost);
+        peers
+            .hear(&message("events.node.health.a", said("i1", "a")), start)
+            .unwrap();
+        let left = peers
+            .hear(&message("events.node.left", said("i1", "a")), start)
+            .unwrap()
+            .unwrap();
+        assert_eq!(left.left.unwrap().reason, NodeLeftReason::Shutdown);
+        assert_eq!(
+            peers
+                .hear(&message("events.node.left", b"{".to_vec()), start)
+                .err(),
+            Some(Refused::Payload)
+        );
+    }
+
+    proptest! {
+        // Hostile input (issue 7): arbitrary subjects and payloads never panic.
+        #[test]
+        fn arbitrary_presence_messages_never_panic(
+            suffix in prop::collection::vec(any::<char>(), 0..20),
+            payload in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut peers = Peers::new("me".into(), "events".into());
+            let subject = format!("events.node.{}", suffix.into_iter().collect::<String>());
+            let _ = peers.hear(&message(&subject, payload), Instant::now());
+        }
+    }
+}

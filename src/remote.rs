@@ -185,4 +185,35 @@ mod tests {
             assert!(check_pattern(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    // Hostile input (issue 7): arbitrary text into the subject-pattern parser.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::{check_pattern, check_token};
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::collection::vec(prop::sample::select(b"ab.*> \t\r".to_vec()), 0..24)
+                    .prop_map(|b| String::from_utf8(b).unwrap()),
+                prop::collection::vec(any::<char>(), 0..40).prop_map(|c| c.into_iter().collect()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_pattern_parser_never_panics_and_accepts_only_wellformed_patterns(p in text()) {
+                if check_pattern(&p).is_ok() {
+                    let tokens: Vec<&str> = p.split('.').collect();
+                    for (i, token) in tokens.iter().enumerate() {
+                        prop_assert!(!token.is_empty());
+                        prop_assert!(token.bytes().all(|b| b.is_ascii_graphic()));
+                        prop_assert!(*token == "*" || *token == ">" || !token.contains(['*', '>']));
+                        prop_assert!(*token != ">" || i + 1 == tokens.len());
+                    }
+                }
+                let _ = check_token(&p);
+            }
+        }
+    }
 }

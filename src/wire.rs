@@ -417,4 +417,114 @@ mod tests {
             assert_eq!(parse_type(bad), None, "{bad:?}");
         }
     }
+
+    // Hostile input (issue 7): arbitrary headers and payloads into the decoders. The case
+    // count is proptest's (256; `PROPTEST_CASES=1000000` for a long run).
+    mod fuzz {
+        use std::time::{Duration, SystemTime};
+
+        use async_nats::{HeaderMap, HeaderName, HeaderValue};
+        use proptest::prelude::*;
+
+        use super::super::{Meta, RawEvent, decode, encode, parse_time, parse_type};
+
+        /// Any text: arbitrary characters, control characters and non-ASCII included.
+        fn text(max: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<char>(), 0..max).prop_map(|c| c.into_iter().collect())
+        }
+
+        /// One of the bridge's header names most of the time, anything otherwise.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "Ev-Origin",
+                    "Ev-Node",
+                    "Ev-Scope",
+                    "Ev-Type",
+                    "Ev-Codec",
+                    "Ev-Id",
+                    "Ev-Seq",
+                    "Ev-Time",
+                    "Nats-Msg-Id",
+                ])
+                .prop_map(str::to_owned),
+                text(16),
+            ]
+        }
+
+        /// A plausible value most of the time (digits, a type, `json`), anything otherwise.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just("tool.called/1".to_owned()),
+                Just("json".to_owned()),
+                text(40),
+            ]
+        }
+
+        fn token() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(b"abcxyz019_-".to_vec()), 1..10)
+                .prop_map(|b| String::from_utf8(b).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_headers_and_payloads_never_panic(
+                entries in prop::collection::vec((name(), value()), 0..12),
+                payload in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                let mut headers = HeaderMap::new();
+                for (name, value) in entries {
+                    // What the client itself refuses never reaches the bridge.
+                    if let (Ok(name), Ok(value)) =
+                        (name.parse::<HeaderName>(), value.parse::<HeaderValue>())
+                    {
+                        headers.insert(name, value);
+                    }
+                }
+                let decoded = decode(Some(&headers));
+                let raw = RawEvent::new("events.tool.called", Some(&headers), payload.into());
+                let _ = (raw.to_string(), raw.json());
+                if let Ok(meta) = decoded {
+                    // Whatever is accepted is consistent with what a raw consumer reads.
+                    prop_assert_eq!(raw.type_name.as_deref(), Some(meta.type_name.as_str()));
+                    prop_assert_eq!(raw.sent_at, Some(meta.sent_at));
+                }
+            }
+
+            #[test]
+            fn type_and_time_parsers_never_panic(text in text(64)) {
+                if let Some((name, _)) = parse_type(&text) {
+                    prop_assert!(name.contains('.') && !name.contains('/'));
+                }
+                let _ = parse_time(&text);
+            }
+
+            #[test]
+            fn whatever_a_bridge_writes_it_reads_back(
+                origin in token(), node in token(), scope in text(40),
+                kind in token(), event in token(), version in any::<u32>(),
+                seq in any::<u64>(), nanos in 0u64..u64::MAX, persistent in any::<bool>(),
+            ) {
+                let meta = Meta {
+                    id: format!("{origin}-{seq}"),
+                    origin,
+                    node,
+                    scope,
+                    type_name: format!("{kind}.{event}"),
+                    version,
+                    seq,
+                    sent_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+                };
+                let (headers, cleaned) = encode(&meta, persistent);
+                let back = decode(Some(&headers)).expect("a bridge reads what it writes");
+                prop_assert_eq!(cleaned, meta.scope.chars().any(char::is_control));
+                if !cleaned {
+                    prop_assert_eq!(back, meta);
+                } else {
+                    prop_assert!(!back.scope.chars().any(char::is_control));
+                }
+            }
+        }
+    }
 }
