@@ -19,6 +19,7 @@
 //! while a topic lock is held; sends never take it.
 
 use std::any::{Any, TypeId};
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -69,6 +70,11 @@ impl BusConfig {
             && !self.paused
             && self.held_capacity == DEFAULT_HELD_CAPACITY
     }
+}
+
+thread_local! {
+    /// Set while this thread runs a drop callback (see [`Bus::report`]).
+    static IN_DROP_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
 pub(crate) struct Bus {
@@ -446,8 +452,17 @@ impl Bus {
     }
 
     /// Gives one drop report to the callback, and publishes it as `EventDropped` if `publish`.
+    ///
+    /// A drop caused by the callback itself (its own send hitting a full queue) is counted and
+    /// published, but not given to the callback again on the same thread: that would recurse
+    /// without end (found by `tests/misuse.rs`, a stack overflow).
     fn report(&self, report: DropReport, origin: &Arc<ScopeInfo>, publish: bool) {
-        if let Some(callback) = &self.on_drop {
+        if let Some(callback) = &self.on_drop
+            && !IN_DROP_CALLBACK.with(Cell::get)
+        {
+            IN_DROP_CALLBACK.with(|inside| inside.set(true));
+            let _reset =
+                scopeguard::guard((), |()| IN_DROP_CALLBACK.with(|inside| inside.set(false)));
             callback(&report);
         }
         if publish {

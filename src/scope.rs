@@ -211,7 +211,10 @@ impl Scope {
     /// Sets the drop callback of the bus this scope owns: called once per event lost by a
     /// critical (not lossy) bounded subscription, with the event type, the subscriber's name and
     /// its capacity. It is never called while a lock of the bus is held, so it may send or
-    /// subscribe; it runs on the sending thread, so keep it short (log, count, notify).
+    /// subscribe; it runs on the sending thread, so keep it short (log, count, notify). A drop
+    /// caused by the callback itself (its own send finding a full queue) is counted and
+    /// published as [`EventDropped`](crate::EventDropped), but not given to the callback again:
+    /// that would recurse without end.
     ///
     /// Only a scope that owns a bus — a root scope or an isolated one — can set it: `run`
     /// panics with an explanation if this scope turns out to share its parent's bus.
