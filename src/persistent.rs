@@ -3,9 +3,11 @@
 //!
 //! - **Export.** A persistent type's events go through JetStream: each publish carries
 //!   `Nats-Msg-Id` (the event id), and up to [`WINDOW`] acknowledgements are awaited at once.
-//!   A publish that is not acknowledged is published again with the same id (the stream's
-//!   duplicate window drops it if the first one was stored after all: a timed-out ack is
-//!   ambiguous), up to [`ATTEMPTS`] times with a growing pause; then it is counted as lost.
+//!   A publish that is not acknowledged (a timeout, a broken connection, a stream not found
+//!   during a restart) is published again with the same id (the stream's duplicate window
+//!   drops it if the first one was stored after all: a timed-out ack is ambiguous), up to
+//!   [`ATTEMPTS`] times with a growing pause; then it is counted as lost. A final refusal (a
+//!   full stream that discards new messages, a payload over the limit) is counted at once.
 //! - **Import.** A durable pull consumer per node and type (`scopebus-<node>-<kind>-<name>`)
 //!   keeps, on the server, how far the node has read: a bridge that restarts with the same
 //!   node name, or a server that restarts with its store, resumes after the last event
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self as js, Context};
 use bytes::Bytes;
@@ -75,7 +77,39 @@ type AckFuture =
 /// A publish waiting for its acknowledgement, or answered.
 enum Ack {
     Waiting(AckFuture),
-    Answered(Result<(), String>),
+    Answered(Result<(), Refusal>),
+}
+
+/// Why a publish was not stored, and whether trying again may help.
+struct Refusal {
+    error: String,
+    /// A timeout, a broken connection, a stream not (yet) found during a restart: maybe
+    /// stored after all, or storable soon. Anything else (a full stream that discards new
+    /// messages, a payload over the limit) is final.
+    retry: bool,
+}
+
+impl Refusal {
+    fn of(error: &PublishError) -> Self {
+        let retry = matches!(
+            error.kind(),
+            PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::MaxAckPending
+                | PublishErrorKind::StreamNotFound
+        );
+        Self {
+            error: error.to_string(),
+            retry,
+        }
+    }
+
+    fn timed_out() -> Self {
+        Self {
+            error: "no acknowledgement in time".to_owned(),
+            retry: true,
+        }
+    }
 }
 
 /// The acknowledgements a persistent export waits for.
@@ -135,8 +169,8 @@ impl AckWindow {
         if let Ack::Waiting(future) = ack {
             let answer = match tokio::time::timeout(timeout, future.as_mut()).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("no acknowledgement in time".to_owned()),
+                Ok(Err(error)) => Err(Refusal::of(&error)),
+                Err(_) => Err(Refusal::timed_out()),
             };
             *ack = Ack::Answered(answer);
         }
@@ -149,6 +183,10 @@ impl AckWindow {
         let (out, ack) = self.pending.pop_front()?;
         match ack {
             Ack::Answered(Ok(())) => Some(Acked::Stored),
+            Ack::Answered(Err(refusal)) if !refusal.retry => Some(Acked::Lost {
+                timed_out: false,
+                error: refusal.error,
+            }),
             _ => Some(self.retry(&out, 1).await),
         }
     }
@@ -175,9 +213,13 @@ impl AckWindow {
             match tokio::time::timeout(self.timeout, ack).await {
                 Ok(Ok(_)) => return Acked::Stored,
                 Ok(Err(error)) => {
+                    let refusal = Refusal::of(&error);
                     last = Acked::Lost {
                         timed_out: false,
-                        error: error.to_string(),
+                        error: refusal.error,
+                    };
+                    if !refusal.retry {
+                        return last;
                     }
                 }
                 Err(_) => {
