@@ -494,6 +494,12 @@ impl Bridge {
     /// [`BridgeError::Timeout`] when no server answers (see
     /// [`retry_on_initial_connect`](Self::retry_on_initial_connect)),
     /// [`BridgeError::Subscribe`] when the server refuses a subscription.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes installs nothing: the bridge's task is
+    /// started only at the very end, the connection made so far is closed, and the export
+    /// subscriptions are not made yet.
     pub async fn install(self) -> Result<BridgeHandle, BridgeError> {
         if let Some(error) = self.invalid {
             return Err(error);
@@ -1344,6 +1350,11 @@ impl BridgeHandle {
     /// [`BridgeError::NoHistory`] without [`Bridge::history`], [`BridgeError::InvalidPattern`],
     /// [`BridgeError::Timeout`] after the history's timeout, [`BridgeError::Stream`] when
     /// JetStream fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping a history query abandons it; the short-lived consumer it made is deleted by
+    /// the server after 5 s without use. The same holds for every history method.
     pub async fn history(&self, filter: &str, limit: usize) -> Result<Vec<RawEvent>, BridgeError> {
         self.query(filter, history::Start::Everything, limit, Some)
             .await
@@ -1456,6 +1467,11 @@ impl BridgeHandle {
     ///
     /// [`BridgeError::InvalidPattern`] for a malformed pattern (nothing is sent to the server),
     /// [`BridgeError::Subscribe`] or [`BridgeError::Timeout`] if the server does not take it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the subscription it was making. Reading the returned stream
+    /// is cancel-safe: a message is removed from it only when it is returned.
     pub async fn watch(&self, pattern: &str) -> Result<RawSubscription, BridgeError> {
         check_pattern(pattern)?;
         let shared = &self.shared;

@@ -344,6 +344,10 @@ impl fmt::Display for LinkEnd {
 ///
 /// Every event of the node that reached the bus before its [`NodeLeft`] is yielded first;
 /// then the stream ends and [`end_reason`](Self::end_reason) says why.
+///
+/// # Cancel safety
+///
+/// Reading it is cancel-safe, like a [`Subscription`](crate::Subscription)'s `next()`.
 pub struct LinkedSubscription<E> {
     inner: AnySubscription,
     node: String,

@@ -124,3 +124,42 @@ async fn an_address_that_refuses_fails_fast_or_is_retried_as_configured() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_install_or_a_history_query_midway_leaves_nothing_behind() {
+    let server = NatsServer::start();
+    ctx::scope("dropped")
+        .run(async {
+            server.pause();
+            // A hung server: install waits in its round trip; dropped there.
+            let install = bridge(&server, "dropped")
+                .history(History::new())
+                .export::<ToolCalled>()
+                .install();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), install)
+                    .await
+                    .is_err()
+            );
+            server.resume();
+            // Nothing was left subscribed on the bus (the export subscription is made last).
+            let subscribed: usize = ctx::stats().types.iter().map(|t| t.subscriptions).sum();
+            assert_eq!(subscribed, 0);
+            let handle = bridge(&server, "again")
+                .history(History::new())
+                .install()
+                .await
+                .unwrap();
+            server.pause();
+            let query = handle.history("events.>", 10);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), query)
+                    .await
+                    .is_err()
+            );
+            server.resume();
+            // The bridge still answers.
+            assert!(!handle.history("events.>", 10).await.unwrap().is_empty());
+        })
+        .await;
+}
