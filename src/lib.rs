@@ -37,11 +37,11 @@
 #![warn(missing_docs)]
 
 mod abort;
-/// The primitives `slot.rs` is written against: std's here; the loom model (`tests/loom.rs`)
-/// includes `slot.rs` with loom's instead.
+/// The primitives `slot.rs` and `waiters.rs` are written against: std's here; the loom model
+/// (`tests/loom.rs`) includes those files with loom's instead.
 mod atomics {
-    pub(crate) use std::sync::Arc;
-    pub(crate) use std::sync::atomic::{AtomicPtr, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering, fence};
+    pub(crate) use std::sync::{Arc, Mutex};
 }
 #[cfg(feature = "nats")]
 mod bridge;
@@ -77,6 +77,7 @@ mod system;
 mod table;
 mod topic;
 mod tracker;
+mod waiters;
 #[cfg(feature = "nats")]
 mod wire;
 

@@ -57,6 +57,7 @@ fn a_dropped_next_loses_nothing_and_repeats_nothing_under_every_policy() {
     });
 }
 
+// ANCHOR: send_wait
 #[test]
 fn a_dropped_send_wait_publishes_nothing_and_leaves_nothing_waiting() {
     both(|| async {
@@ -90,6 +91,7 @@ fn a_dropped_send_wait_publishes_nothing_and_leaves_nothing_waiting() {
             .await;
     });
 }
+// ANCHOR_END: send_wait
 
 #[test]
 fn a_dropped_request_abandons_its_answers_and_a_new_one_works() {

@@ -1,7 +1,9 @@
-//! Loom model of the log slot (`src/slot.rs`), the crate's `unsafe` code.
+//! Loom models of the crate's custom synchronisation: the log slot (`src/slot.rs`, its `unsafe`
+//! code) and the parked readers' waiter list (`src/waiters.rs`, a flag and two fences).
 //!
-//! The file includes `src/slot.rs` itself, with loom's `Arc` and atomics in place of std's, and
-//! explores every interleaving of a writer and readers (within loom's bounds). Run it with
+//! The file includes those two files themselves, with loom's `Arc`, `Mutex` and atomics in place
+//! of std's, and explores every interleaving of writers and readers (within loom's bounds). Run
+//! it with
 //!
 //! ```text
 //! RUSTFLAGS="--cfg scopebus_loom" cargo test --release --test loom
@@ -16,16 +18,47 @@
 //!   twice;
 //! - a sole reader that takes the slot's count (while the writer and the slot's last holder
 //!   race it) sees the payload, and the count is given back exactly once — by the reader's
-//!   handle, not by the slot.
+//!   handle, not by the slot;
+//! - a reader that parks while a write happens is either woken or sees the write (no lost
+//!   wake-up), also when it parks again after a first wake-up and when it leaves the list (a
+//!   subscription dropped) while a write takes the wakers.
 #![cfg(scopebus_loom)]
 
 mod atomics {
-    pub(crate) use loom::sync::Arc;
-    pub(crate) use loom::sync::atomic::{AtomicPtr, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, Ordering, fence};
+    pub(crate) use loom::sync::{Arc, Mutex};
+}
+
+/// What `waiters.rs` takes from the crate's `sync` module, for loom's `Mutex`.
+mod sync {
+    use std::task::Waker;
+
+    pub(crate) fn lock<T>(mutex: &loom::sync::Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+        mutex.lock().unwrap()
+    }
+
+    pub(crate) struct WakeList(Vec<Waker>);
+
+    impl WakeList {
+        pub(crate) fn new() -> Self {
+            Self(Vec::new())
+        }
+
+        pub(crate) fn push(&mut self, waker: Waker) {
+            self.0.push(waker);
+        }
+
+        pub(crate) fn wake_all(&mut self) {
+            self.0.drain(..).for_each(Waker::wake);
+        }
+    }
 }
 
 #[path = "../src/slot.rs"]
 mod slot;
+
+#[path = "../src/waiters.rs"]
+mod waiters;
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -142,5 +175,105 @@ fn a_slot_never_filled_drops_nothing() {
         assert!(get(&slot).is_none());
         assert!(take(&slot).is_none());
         assert!(!slot.is_set());
+    });
+}
+
+/// A waker that records whether it was woken (the flag is read after the threads joined).
+struct Woken(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Woken {
+    fn wake_by_ref(this: &std::sync::Arc<Self>) {
+        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn woken() -> (std::sync::Arc<Woken>, std::task::Waker) {
+    let flag = std::sync::Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = futures::task::waker(flag.clone());
+    (flag, waker)
+}
+
+/// A write as the topic does it: fill the slot, then wake whoever parked.
+fn write(filled: &loom::sync::atomic::AtomicUsize, waiters: &waiters::Waiters) {
+    filled.fetch_add(1, loom::sync::atomic::Ordering::Release);
+    if let Some(mut wakers) = waiters.after_write() {
+        wakers.wake_all();
+    }
+}
+
+#[test]
+fn a_reader_that_parks_during_a_write_is_woken_or_sees_it() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    loom::model(|| {
+        let waiters = Arc::new(waiters::Waiters::new());
+        let filled = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (waiters, filled) = (waiters.clone(), filled.clone());
+            thread::spawn(move || write(&filled, &waiters))
+        };
+        // The reader's poll: look, park, look again.
+        let (flag, waker) = woken();
+        let mut registered = u64::MAX;
+        let saw = filled.load(Ordering::Acquire) == 1 || {
+            waiters.register(1, &waker, &mut registered);
+            filled.load(Ordering::Acquire) == 1
+        };
+        writer.join().unwrap();
+        let woken = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(saw || woken == 1, "a lost wake-up");
+    });
+}
+
+#[test]
+fn a_reader_parking_again_after_a_wake_up_is_not_forgotten() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    loom::model(|| {
+        let waiters = Arc::new(waiters::Waiters::new());
+        let filled = Arc::new(AtomicUsize::new(0));
+        let (flag, waker) = woken();
+        let mut registered = u64::MAX;
+        // Parked once before anything happens.
+        waiters.register(1, &waker, &mut registered);
+        let writer = {
+            let (waiters, filled) = (waiters.clone(), filled.clone());
+            thread::spawn(move || {
+                write(&filled, &waiters);
+                write(&filled, &waiters);
+            })
+        };
+        // Woken (or not yet) by the first write: it reads, then parks again.
+        let mut seen = filled.load(Ordering::Acquire);
+        if seen < 2 {
+            waiters.register(1, &waker, &mut registered);
+            seen = filled.load(Ordering::Acquire);
+        }
+        writer.join().unwrap();
+        let wakes = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        // The second write either was seen, or found the reader parked and woke it (the
+        // first write's wake-up alone is not enough if the reader parked again after it).
+        assert!(seen == 2 || wakes >= 1, "seen {seen}, woken {wakes} times");
+        assert!(wakes <= 2);
+    });
+}
+
+#[test]
+fn a_reader_leaving_while_a_write_takes_the_wakers_is_woken_at_most_once() {
+    loom::model(|| {
+        let waiters = Arc::new(waiters::Waiters::new());
+        let filled = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let (flag, waker) = woken();
+        let mut registered = u64::MAX;
+        waiters.register(7, &waker, &mut registered);
+        let writer = {
+            let (waiters, filled) = (waiters.clone(), filled.clone());
+            thread::spawn(move || write(&filled, &waiters))
+        };
+        // The subscription is dropped: its waker leaves the list, if still there.
+        let taken = waiters.take(7);
+        writer.join().unwrap();
+        let wakes = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        // Either the write took (and woke) it, or the reader took it back: never both.
+        assert_eq!(usize::from(taken.is_some()) + wakes, 1);
+        assert!(waiters.take_all().is_empty(), "nothing left in the list");
     });
 }

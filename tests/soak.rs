@@ -120,6 +120,7 @@ struct Totals {
     lossy_checked: AtomicU64,
 }
 
+// ANCHOR: order
 /// Checks a lossless stream: per producer, contiguous and in order from the first seen.
 fn check_order(next_of: &mut HashMap<u64, u64>, msg: &Msg, must_start_at_zero: bool) {
     match next_of.get_mut(&msg.producer) {
@@ -146,6 +147,7 @@ fn check_order(next_of: &mut HashMap<u64, u64>, msg: &Msg, must_start_at_zero: b
         }
     }
 }
+// ANCHOR_END: order
 
 static NEXT_PRODUCER: AtomicU64 = AtomicU64::new(0);
 
