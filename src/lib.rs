@@ -37,10 +37,11 @@
 #![warn(missing_docs)]
 
 mod abort;
-/// The primitives `slot.rs` and `waiters.rs` are written against: std's here; the loom model
+/// The primitives `slot.rs`, `waiters.rs` and `tracker.rs` are written against: std's here; the loom model
 /// (`tests/loom.rs`) includes those files with loom's instead.
 mod atomics {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering, fence};
+    pub(crate) use futures::task::AtomicWaker;
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
     pub(crate) use std::sync::{Arc, Mutex};
 }
 #[cfg(feature = "nats")]

@@ -16,13 +16,12 @@
 //!   `wake` or hands the wake to the next `register`, so the exit either sees the final state
 //!   or is woken.
 //!
-//! No lock.
+//! No lock. Written against `crate::atomics` so that `tests/loom.rs` can model this file.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
-use futures::task::AtomicWaker;
+use crate::atomics::{AtomicUsize, AtomicWaker, Ordering};
 
 const CLOSED: usize = 1;
 const ONE: usize = 2;
@@ -77,7 +76,7 @@ impl Tracker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(scopebus_loom)))]
 mod tests {
     use super::Tracker;
     use futures::FutureExt;

@@ -1,5 +1,6 @@
 //! Loom models of the crate's custom synchronisation: the log slot (`src/slot.rs`, its `unsafe`
-//! code) and the parked readers' waiter list (`src/waiters.rs`, a flag and two fences).
+//! code), the parked readers' waiter list (`src/waiters.rs`, a flag and two fences) and the
+//! scope's task tracker (`src/tracker.rs`, a counter and an `AtomicWaker`).
 //!
 //! The file includes those two files themselves, with loom's `Arc`, `Mutex` and atomics in place
 //! of std's, and explores every interleaving of writers and readers (within loom's bounds). Run
@@ -21,12 +22,31 @@
 //!   handle, not by the slot;
 //! - a reader that parks while a write happens is either woken or sees the write (no lost
 //!   wake-up), also when it parks again after a first wake-up and when it leaves the list (a
-//!   subscription dropped) while a write takes the wakers.
+//!   subscription dropped) while a write takes the wakers;
+//! - a scope's exit waiting on its task tracker while the last tasks are released and the
+//!   tracker is closed is woken, or finds the tracker done (`src/tracker.rs`).
 #![cfg(scopebus_loom)]
 
 mod atomics {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, Ordering, fence};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
     pub(crate) use loom::sync::{Arc, Mutex};
+
+    /// loom's `AtomicWaker` with the signature of `futures`' (register by reference).
+    pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+    impl AtomicWaker {
+        pub(crate) fn new() -> Self {
+            Self(loom::future::AtomicWaker::new())
+        }
+
+        pub(crate) fn register(&self, waker: &std::task::Waker) {
+            self.0.register_by_ref(waker);
+        }
+
+        pub(crate) fn wake(&self) {
+            self.0.wake();
+        }
+    }
 }
 
 /// What `waiters.rs` takes from the crate's `sync` module, for loom's `Mutex`.
@@ -59,6 +79,9 @@ mod slot;
 
 #[path = "../src/waiters.rs"]
 mod waiters;
+
+#[path = "../src/tracker.rs"]
+mod tracker;
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -275,5 +298,39 @@ fn a_reader_leaving_while_a_write_takes_the_wakers_is_woken_at_most_once() {
         // Either the write took (and woke) it, or the reader took it back: never both.
         assert_eq!(usize::from(taken.is_some()) + wakes, 1);
         assert!(waiters.take_all().is_empty(), "nothing left in the list");
+    });
+}
+
+#[test]
+fn a_scope_exit_waiting_on_its_tracker_is_woken_or_finds_it_done() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    loom::model(|| {
+        let tracker = Arc::new(tracker::Tracker::new());
+        tracker.add(); // a task
+        tracker.add(); // a nested scope's hold
+        let releasing = {
+            let tracker = tracker.clone();
+            thread::spawn(move || {
+                tracker.release();
+                tracker.release();
+            })
+        };
+        let closing = {
+            let tracker = tracker.clone();
+            thread::spawn(move || tracker.close())
+        };
+        // The exit's first poll, racing both.
+        let (flag, waker) = woken();
+        let mut wait = Box::pin(tracker.wait());
+        let first = wait.as_mut().poll(&mut Context::from_waker(&waker));
+        releasing.join().unwrap();
+        closing.join().unwrap();
+        if first.is_pending() {
+            let wakes = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(wakes >= 1, "the exit waits, and nobody will wake it");
+            let again = wait.as_mut().poll(&mut Context::from_waker(&waker));
+            assert!(matches!(again, Poll::Ready(())), "woken, and done");
+        }
     });
 }
