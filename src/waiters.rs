@@ -98,4 +98,3 @@ impl Waiters {
         fence(Ordering::SeqCst);
     }
 }
-

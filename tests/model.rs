@@ -2,11 +2,13 @@
 //! and against a plain model of the semantics in SPEC.md, compared after every step.
 //!
 //! Operations: subscribe (default, bounded drop-newest or drop-oldest with capacity 1 to 3,
-//! keep-latest), drop a subscription, send, read up to N events of a subscription, pause,
-//! start, and nested, isolated and failing scopes containing more operations. Checked: what
-//! every send returns (`Delivered(n)` or `Held`), every event read and the gap reported before
-//! it (`missed()`), `dropped()`, and how and why every stream ends (`ScopeFinished`,
-//! `ScopeFailed`) once what it held was read.
+//! keep-latest), drop a subscription, send (from the scope's body or from a spawned task),
+//! read up to N events of a subscription, pause, start, register the type (a `Producer`),
+//! send through the producer, unregister, and nested, isolated and failing scopes containing
+//! more operations. Checked: what every send returns (`Delivered(n)`, `Held`, or `NotOwner`
+//! while another scope owns the type), every event read and the gap reported before it
+//! (`missed()`), `dropped()`, and how and why every stream ends (`ScopeFinished`,
+//! `ScopeFailed`, `Unregistered`, `OwnerFinished`, `OwnerFailed`) once what it held was read.
 //!
 //! Runs on a `current_thread` runtime, where the bus is deterministic. The case count is
 //! proptest's (256; `PROPTEST_CASES=100000 cargo test --release --test model` for a long
@@ -18,7 +20,10 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use proptest::prelude::*;
-use scopebus::{EndReason, Overflow, Sent, Subscription, TryNextError, ctx};
+use scopebus::{
+    EndReason, Overflow, Producer, RegisterOptions, SendErrorKind, Sent, Subscription,
+    TryNextError, ctx,
+};
 
 #[derive(Debug)]
 struct Ev(u32);
@@ -37,6 +42,14 @@ enum Op {
     /// Drops the subscription at this index (modulo the number made so far).
     Drop(usize),
     Send(u32),
+    /// The same send from a task spawned in the scope (awaited).
+    SpawnSend(u32),
+    /// Registers the type on the current bus (refused if it is registered already).
+    Register,
+    /// Sends through the producer, if there is one.
+    ProducerSend(u32),
+    /// Ends the registration, if there is one.
+    Unregister,
     /// Reads up to this many events of the subscription at this index.
     Read(usize, usize),
     Pause,
@@ -61,6 +74,10 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         3 => policy().prop_map(Op::Subscribe),
         1 => any::<usize>().prop_map(Op::Drop),
         5 => any::<u32>().prop_map(|v| Op::Send(v % 1000)),
+        1 => any::<u32>().prop_map(|v| Op::SpawnSend(v % 1000)),
+        1 => Just(Op::Register),
+        2 => any::<u32>().prop_map(|v| Op::ProducerSend(v % 1000)),
+        1 => Just(Op::Unregister),
         3 => (any::<usize>(), 1usize..5).prop_map(|(i, n)| Op::Read(i, n)),
         1 => Just(Op::Pause),
         1 => Just(Op::Start),
@@ -136,9 +153,16 @@ impl Model {
 struct BusModel {
     paused: bool,
     held: Vec<u32>,
+    /// The scope (by number) that registered the type on this bus.
+    owner: Option<usize>,
 }
 
 struct World {
+    /// The producer of each bus that has one.
+    producers: Vec<Option<Producer<Ev>>>,
+    /// The current scope's number, and the next one's.
+    scope: usize,
+    scopes: usize,
     real: Vec<Option<Subscription<Ev>>>,
     model: Vec<Model>,
     buses: Vec<BusModel>,
@@ -203,6 +227,35 @@ impl World {
         );
     }
 
+    /// Ends every open subscription of the current bus (its registration ended).
+    fn end_bus(&mut self, reason: EndReason) {
+        let bus = self.bus;
+        for model in self.model.iter_mut().filter(|m| m.bus == bus) {
+            if model.end.is_none() {
+                model.end = Some(reason);
+            }
+        }
+    }
+
+    /// A plain send's outcome, as the model sees it.
+    fn send(&mut self, v: u32) -> Result<Sent, SendErrorKind> {
+        let bus = self.bus;
+        if self.buses[bus].owner.is_some() {
+            return Err(SendErrorKind::NotOwner);
+        }
+        Ok(self.hold_or_deliver(v))
+    }
+
+    fn hold_or_deliver(&mut self, v: u32) -> Sent {
+        let bus = self.bus;
+        if self.buses[bus].paused {
+            self.buses[bus].held.push(v);
+            Sent::Held
+        } else {
+            Sent::Delivered(self.deliver(v))
+        }
+    }
+
     /// Ends what the current scope made, as its exit does.
     fn end_here(&mut self, made: &[usize], reason: EndReason) {
         for &index in made {
@@ -250,15 +303,41 @@ fn run<'a>(ops: &'a [Op], world: &'a mut World) -> BoxFuture<'a, ()> {
                 }
                 Op::Drop(_) => {}
                 Op::Send(v) => {
-                    let sent = ctx::send(Ev(*v));
+                    let sent = ctx::try_send(Ev(*v)).map_err(|e| e.kind());
+                    assert_eq!(sent, world.send(*v), "send {v}");
+                }
+                Op::SpawnSend(v) => {
+                    let v = *v;
+                    let task =
+                        ctx::spawn(async move { ctx::try_send(Ev(v)).map_err(|e| e.kind()) });
+                    let sent = task.await.expect("the task ran");
+                    assert_eq!(sent, world.send(v), "send {v} from a task");
+                }
+                Op::Register => {
                     let bus = world.bus;
-                    let expected = if world.buses[bus].paused {
-                        world.buses[bus].held.push(*v);
-                        Sent::Held
-                    } else {
-                        Sent::Delivered(world.deliver(*v))
-                    };
-                    assert_eq!(sent, expected, "send {v}");
+                    let registered = ctx::register::<Ev>(RegisterOptions::new());
+                    match world.buses[bus].owner {
+                        Some(_) => assert!(registered.is_err(), "registered twice"),
+                        None => {
+                            world.producers[bus] = Some(registered.expect("a free type"));
+                            world.buses[bus].owner = Some(world.scope);
+                        }
+                    }
+                }
+                Op::ProducerSend(v) => {
+                    let bus = world.bus;
+                    if let Some(producer) = &world.producers[bus] {
+                        let sent = producer.send(Ev(*v)).map_err(|e| e.kind());
+                        assert_eq!(sent, Ok(world.hold_or_deliver(*v)), "producer send {v}");
+                    }
+                }
+                Op::Unregister => {
+                    let bus = world.bus;
+                    if let Some(producer) = world.producers[bus].take() {
+                        producer.unregister();
+                        world.buses[bus].owner = None;
+                        world.end_bus(EndReason::Unregistered);
+                    }
                 }
                 Op::Read(i, n) if !world.real.is_empty() => {
                     let index = i % world.real.len();
@@ -281,9 +360,13 @@ fn run<'a>(ops: &'a [Op], world: &'a mut World) -> BoxFuture<'a, ()> {
                     let isolated = matches!(op, Op::Isolated(_));
                     let failing = matches!(op, Op::Failing(_));
                     let outer_bus = world.bus;
+                    let outer_scope = world.scope;
+                    world.scopes += 1;
+                    world.scope = world.scopes;
                     let outer_made = std::mem::take(&mut world.made_here);
                     if isolated {
                         world.buses.push(BusModel::default());
+                        world.producers.push(None);
                         world.bus = world.buses.len() - 1;
                     }
                     let mut scope = ctx::scope("inner");
@@ -314,7 +397,18 @@ fn run<'a>(ops: &'a [Op], world: &'a mut World) -> BoxFuture<'a, ()> {
                         EndReason::ScopeFinished
                     };
                     world.end_here(&made, reason);
+                    // A registration this scope made ends with it, after its subscriptions.
+                    if world.buses[world.bus].owner == Some(world.scope) {
+                        world.buses[world.bus].owner = None;
+                        world.producers[world.bus] = None;
+                        world.end_bus(if failing {
+                            EndReason::OwnerFailed
+                        } else {
+                            EndReason::OwnerFinished
+                        });
+                    }
                     world.bus = outer_bus;
+                    world.scope = outer_scope;
                 }
             }
         }
@@ -329,6 +423,9 @@ fn check(ops: Vec<Op>) {
         .unwrap();
     runtime.block_on(async {
         let mut world = World {
+            producers: vec![None],
+            scope: 0,
+            scopes: 0,
             real: Vec::new(),
             model: Vec::new(),
             buses: vec![BusModel::default()],
