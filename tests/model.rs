@@ -33,6 +33,9 @@ enum Policy {
     Default,
     DropNewest(usize),
     DropOldest(usize),
+    /// `Overflow::Wait`: a plain send to a full queue drops the newest, like `DropNewest`
+    /// (only `send_wait` waits), but the drop is critical, not lossy.
+    Wait(usize),
     KeepLatest,
 }
 
@@ -44,6 +47,8 @@ enum Op {
     Send(u32),
     /// The same send from a task spawned in the scope (awaited).
     SpawnSend(u32),
+    /// A task that subscribes and waits, aborted: nothing of it remains.
+    SpawnAbort,
     /// Registers the type on the current bus (refused if it is registered already).
     Register,
     /// Sends through the producer, if there is one.
@@ -65,6 +70,7 @@ fn policy() -> impl Strategy<Value = Policy> {
         3 => Just(Policy::Default),
         1 => (1usize..4).prop_map(Policy::DropNewest),
         1 => (1usize..4).prop_map(Policy::DropOldest),
+        1 => (1usize..4).prop_map(Policy::Wait),
         1 => Just(Policy::KeepLatest),
     ]
 }
@@ -75,6 +81,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         1 => any::<usize>().prop_map(Op::Drop),
         5 => any::<u32>().prop_map(|v| Op::Send(v % 1000)),
         1 => any::<u32>().prop_map(|v| Op::SpawnSend(v % 1000)),
+        1 => Just(Op::SpawnAbort),
         1 => Just(Op::Register),
         2 => any::<u32>().prop_map(|v| Op::ProducerSend(v % 1000)),
         1 => Just(Op::Unregister),
@@ -123,7 +130,7 @@ impl Model {
                 self.items
                     .push_back((v, std::mem::take(&mut self.pending_gap)));
             }
-            Policy::DropNewest(capacity) => {
+            Policy::DropNewest(capacity) | Policy::Wait(capacity) => {
                 if self.items.len() >= capacity {
                     self.pending_gap += 1;
                     self.dropped += 1;
@@ -282,6 +289,9 @@ fn run<'a>(ops: &'a [Op], world: &'a mut World) -> BoxFuture<'a, ()> {
                             .bounded(c, Overflow::DropOldest)
                             .lossy()
                             .subscribe(),
+                        Policy::Wait(c) => ctx::subscription::<Ev>()
+                            .bounded(c, Overflow::Wait)
+                            .subscribe(),
                         Policy::KeepLatest => ctx::subscription::<Ev>().keep_latest().subscribe(),
                     };
                     world.made_here.push(world.real.len());
@@ -312,6 +322,15 @@ fn run<'a>(ops: &'a [Op], world: &'a mut World) -> BoxFuture<'a, ()> {
                         ctx::spawn(async move { ctx::try_send(Ev(v)).map_err(|e| e.kind()) });
                     let sent = task.await.expect("the task ran");
                     assert_eq!(sent, world.send(v), "send {v} from a task");
+                }
+                Op::SpawnAbort => {
+                    let task = ctx::spawn(async {
+                        let mut sub = ctx::subscribe::<Ev>();
+                        futures::StreamExt::next(&mut sub).await;
+                    });
+                    tokio::task::yield_now().await; // it subscribes and parks
+                    task.abort();
+                    assert!(task.await.is_err(), "aborted");
                 }
                 Op::Register => {
                     let bus = world.bus;
