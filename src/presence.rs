@@ -446,7 +446,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use async_nats::Message;
-    use proptest::prelude::*;
 
     use super::{Kind, NodeLeftReason, Peers, Refused};
 
@@ -531,16 +530,25 @@ mod tests {
         );
     }
 
-    proptest! {
-        // Hostile input (issue 7): arbitrary subjects and payloads never panic.
-        #[test]
-        fn arbitrary_presence_messages_never_panic(
-            suffix in prop::collection::vec(any::<char>(), 0..20),
-            payload in prop::collection::vec(any::<u8>(), 0..300),
-        ) {
-            let mut peers = Peers::new("me".into(), "events".into());
-            let subject = format!("events.node.{}", suffix.into_iter().collect::<String>());
-            let _ = peers.hear(&message(&subject, payload), Instant::now());
+    // Hostile input (issue 7): arbitrary subjects and payloads never panic.
+    mod fuzz {
+        use std::time::Instant;
+
+        use proptest::prelude::*;
+
+        use super::super::Peers;
+        use super::message;
+
+        proptest! {
+            #[test]
+            fn arbitrary_presence_messages_never_panic(
+                suffix in prop::collection::vec(any::<char>(), 0..20),
+                payload in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let mut peers = Peers::new("me".into(), "events".into());
+                let subject = format!("events.node.{}", suffix.into_iter().collect::<String>());
+                let _ = peers.hear(&message(&subject, payload), Instant::now());
+            }
         }
     }
 }
