@@ -53,6 +53,23 @@ use crate::sync::lock;
 use crate::wire::{self, Meta, RawEvent, WireError};
 
 /// How an exported type's events wait for NATS.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)]
+/// # struct PriceChanged { cents: u64 }
+/// # impl scopebus::RemoteEvent for PriceChanged {
+/// #     const KIND: &'static str = "market";
+/// #     const NAME: &'static str = "price";
+/// # }
+/// use scopebus::{Bridge, ExportQueue};
+///
+/// // Never drop an event, whatever the memory it takes while NATS is away.
+/// let bridge = Bridge::new("nats://127.0.0.1:4222")
+///     .export::<PriceChanged>()
+///     .export_queue(ExportQueue::Hold);
+/// # drop(bridge);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExportQueue {
@@ -67,6 +84,23 @@ pub enum ExportQueue {
 
 /// Published on the bridge's bus when exported events were dropped because NATS did not keep
 /// up ([`ExportQueue::DropNewest`]); at most once a second.
+///
+/// ```
+/// use futures::StreamExt;
+/// use scopebus::{ctx, BridgeLagging};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// ctx::scope("app").run(async {
+///     let mut lagging = ctx::subscribe::<BridgeLagging>();
+///     ctx::spawn(async move {
+///         while let Some(lag) = lagging.next().await {
+///             eprintln!("{}: {} events not exported so far", lag.node, lag.dropped);
+///         }
+///     });
+/// }).await;
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BridgeLagging {
@@ -1310,6 +1344,39 @@ fn stored<E: RemoteEvent>(raw: &RawEvent, type_name: &str) -> Option<Stored<E>> 
 
 /// An installed bridge (see [`Bridge::install`]). Cheap to clone; it does not keep the bridge
 /// running: the bridge stops with the scope that installed it.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use scopebus::{ctx, Bridge, History};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)]
+/// # struct PriceChanged { cents: u64 }
+/// # impl scopebus::RemoteEvent for PriceChanged {
+/// #     const KIND: &'static str = "market";
+/// #     const NAME: &'static str = "price";
+/// # }
+///
+/// # async fn demo() -> Result<(), scopebus::BridgeError> {
+/// ctx::scope("ops").run(async {
+///     let bridge = Bridge::new("nats://127.0.0.1:4222")
+///         .history(History::new())
+///         .install()
+///         .await?;
+///     // The newest 20 market events, oldest first, then the live ones.
+///     for event in bridge.history("events.market.*", 20).await? {
+///         println!("{event}");
+///     }
+///     let prices = bridge.history_of::<PriceChanged>(5).await?;
+///     println!("last price: {:?}", prices.last().map(|p| p.event.cents));
+///     let mut live = bridge.watch("events.market.*").await?;
+///     while let Some(event) = live.next().await {
+///         println!("{event}");
+///     }
+///     println!("{:?}", bridge.stats());
+///     Ok(())
+/// }).await
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct BridgeHandle {
     shared: Arc<Shared>,

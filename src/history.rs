@@ -26,6 +26,19 @@ use crate::wire::RawEvent;
 
 /// The JetStream stream that keeps the bridged events, for
 /// [`Bridge::history`](crate::Bridge::history).
+///
+/// ```
+/// use std::time::Duration;
+/// use scopebus::{Bridge, History};
+///
+/// let bridge = Bridge::new("nats://127.0.0.1:4222").history(
+///     History::new()
+///         .max_age(Duration::from_secs(3600))
+///         .max_messages(50_000)
+///         .timeout(Duration::from_secs(2)),
+/// );
+/// # drop(bridge);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
     pub(crate) stream: String,

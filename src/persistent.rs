@@ -33,6 +33,27 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
 /// How an exported or imported type crosses NATS.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)]
+/// # struct PriceChanged { cents: u64 }
+/// # impl scopebus::RemoteEvent for PriceChanged {
+/// #     const KIND: &'static str = "market";
+/// #     const NAME: &'static str = "price";
+/// # }
+/// use scopebus::{Bridge, Delivery, History};
+///
+/// // Every price is stored; the other side reads them through a durable consumer.
+/// let pricing = Bridge::new("nats://127.0.0.1:4222")
+///     .node("pricing")
+///     .history(History::new())
+///     .export_with::<PriceChanged>(Delivery::Persistent);
+/// let dashboard = Bridge::new("nats://127.0.0.1:4222")
+///     .node("dashboard")
+///     .import_with::<PriceChanged>(Delivery::Persistent);
+/// # drop((pricing, dashboard));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Delivery {

@@ -71,6 +71,23 @@ impl fmt::Display for NodeLeftReason {
 }
 
 /// Published on the bridge's bus when a known node is counted as gone.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use scopebus::{ctx, Bridge, NodeJoined, NodeLeft};
+///
+/// # async fn demo() {
+/// ctx::scope("watcher").run(async {
+///     let mut joined = ctx::subscribe::<NodeJoined>();
+///     let mut left = ctx::subscribe::<NodeLeft>();
+///     let _bridge = Bridge::new("nats://127.0.0.1:4222").install().await.unwrap();
+///     let node = joined.next().await.unwrap();
+///     println!("{} joined", node.node);
+///     let gone = left.next().await.unwrap();
+///     println!("{} left: {}", gone.node, gone.reason);
+/// }).await;
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NodeLeft {
@@ -348,6 +365,36 @@ impl fmt::Display for LinkEnd {
 /// # Cancel safety
 ///
 /// Reading it is cancel-safe, like a [`Subscription`](crate::Subscription)'s `next()`.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use scopebus::{ctx, Bridge, LinkEnd, LinkedSubscription};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)]
+/// # struct PriceChanged { cents: u64 }
+/// # impl scopebus::RemoteEvent for PriceChanged {
+/// #     const KIND: &'static str = "market";
+/// #     const NAME: &'static str = "price";
+/// # }
+///
+/// # async fn demo() {
+/// ctx::scope("dashboard").run(async {
+///     // Before the bridge, so that not even the node's first event comes before it.
+///     let mut prices = LinkedSubscription::<PriceChanged>::new("pricing").unwrap();
+///     let _bridge = Bridge::new("nats://127.0.0.1:4222")
+///         .import::<PriceChanged>()
+///         .install()
+///         .await
+///         .unwrap();
+///     while let Some(price) = prices.next().await {
+///         println!("{}", price.cents);
+///     }
+///     if let Some(LinkEnd::NodeLeft(reason)) = prices.end_reason() {
+///         println!("pricing is gone: {reason}");
+///     }
+/// }).await;
+/// # }
+/// ```
 pub struct LinkedSubscription<E> {
     inner: AnySubscription,
     node: String,

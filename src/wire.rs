@@ -186,6 +186,19 @@ pub(crate) fn decode(headers: Option<&HeaderMap>) -> Result<Meta, WireError> {
 ///
 /// Every field read from a header is an `Option`: a raw consumer receives every message on its
 /// subjects, including those not sent by a scopebus bridge.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn demo(bridge: scopebus::BridgeHandle) -> Result<(), scopebus::BridgeError> {
+/// let mut everything = bridge.watch("events.>").await?;
+/// while let Some(event) = everything.next().await {
+///     match event.json() {
+///         Ok(json) => println!("{} from {:?}: {json}", event.subject, event.node),
+///         Err(_) => println!("{event}"), // not JSON: the line shows its size
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RawEvent {
