@@ -37,7 +37,8 @@
 #![warn(missing_docs)]
 
 mod abort;
-/// The primitives `slot.rs`, `waiters.rs` and `tracker.rs` are written against: std's here; the loom model
+mod abort_flag;
+/// The primitives `slot.rs`, `waiters.rs`, `tracker.rs` and `abort_flag.rs` are written against: std's here; the loom model
 /// (`tests/loom.rs`) includes those files with loom's instead.
 mod atomics {
     pub(crate) use futures::task::AtomicWaker;

@@ -178,7 +178,8 @@ impl<F: Future> Future for TaskFuture<F> {
         let link = LINK.replace(outer);
         // Watch the abort only once the task waits: a task that completes on its first poll
         // never touches the abort node's lock.
-        if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(abort, cx)) {
+        if poll.is_pending() && (link == Link::Cancel || this.watch.poll_aborted(abort.flag(), cx))
+        {
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         let frame: &Frame = this.frame;
@@ -234,7 +235,7 @@ impl<F: Future> PinnedDrop for TaskFuture<F> {
             let _span = frame.span.enter();
             this.inner.set(None);
         }
-        this.watch.release(frame.abort_node());
+        this.watch.release(frame.abort_node().flag());
         if !*this.done {
             let task = *this.task;
             frame.bus.publish_with(|| {

@@ -1,6 +1,7 @@
 //! Loom models of the crate's custom synchronisation: the log slot (`src/slot.rs`, its `unsafe`
 //! code), the parked readers' waiter list (`src/waiters.rs`, a flag and two fences) and the
-//! scope's task tracker (`src/tracker.rs`, a counter and an `AtomicWaker`).
+//! scope's task tracker (`src/tracker.rs`, a counter and an `AtomicWaker`) and the abort flag
+//! tasks watch (`src/abort_flag.rs`, a flag and a waker list).
 //!
 //! The file includes those two files themselves, with loom's `Arc`, `Mutex` and atomics in place
 //! of std's, and explores every interleaving of writers and readers (within loom's bounds). Run
@@ -24,7 +25,10 @@
 //!   wake-up), also when it parks again after a first wake-up and when it leaves the list (a
 //!   subscription dropped) while a write takes the wakers;
 //! - a scope's exit waiting on its task tracker while the last tasks are released and the
-//!   tracker is closed is woken, or finds the tracker done (`src/tracker.rs`).
+//!   tracker is closed is woken, or finds the tracker done (`src/tracker.rs`);
+//! - a task that starts watching its scope's abort flag while the scope aborts sees the flag or
+//!   is woken, exactly once, and a task dropped meanwhile leaves nothing registered
+//!   (`src/abort_flag.rs`).
 #![cfg(scopebus_loom)]
 
 mod atomics {
@@ -57,6 +61,28 @@ mod sync {
         mutex.lock().unwrap()
     }
 
+    /// The crate's slab, as `abort_flag.rs` uses it: keys stay valid until removed.
+    pub(crate) struct Slab<T>(Vec<Option<T>>);
+
+    impl<T> Slab<T> {
+        pub(crate) fn new() -> Self {
+            Self(Vec::new())
+        }
+
+        pub(crate) fn insert(&mut self, value: T) -> usize {
+            self.0.push(Some(value));
+            self.0.len() - 1
+        }
+
+        pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
+            self.0.get_mut(key)?.take()
+        }
+
+        pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+            self.0.drain(..).flatten()
+        }
+    }
+
     pub(crate) struct WakeList(Vec<Waker>);
 
     impl WakeList {
@@ -82,6 +108,9 @@ mod waiters;
 
 #[path = "../src/tracker.rs"]
 mod tracker;
+
+#[path = "../src/abort_flag.rs"]
+mod abort_flag;
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -332,5 +361,48 @@ fn a_scope_exit_waiting_on_its_tracker_is_woken_or_finds_it_done() {
             let again = wait.as_mut().poll(&mut Context::from_waker(&waker));
             assert!(matches!(again, Poll::Ready(())), "woken, and done");
         }
+    });
+}
+
+#[test]
+fn a_task_watching_its_abort_flag_while_the_scope_aborts_sees_it_or_is_woken_once() {
+    use std::task::Context;
+    loom::model(|| {
+        let flag = Arc::new(abort_flag::AbortFlag::new(false));
+        let aborting = {
+            let flag = flag.clone();
+            thread::spawn(move || assert!(flag.raise(), "raised once"))
+        };
+        let (woken, waker) = woken();
+        let mut watch = abort_flag::AbortWatch::new();
+        let saw = watch.poll_aborted(&flag, &mut Context::from_waker(&waker));
+        aborting.join().unwrap();
+        let wakes = woken.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(saw || wakes == 1, "neither saw the abort nor was woken");
+        assert!(wakes <= 1);
+        assert!(!flag.raise(), "only once");
+        watch.release(&flag);
+    });
+}
+
+#[test]
+fn a_task_dropped_while_its_scope_aborts_leaves_nothing_registered() {
+    use std::task::Context;
+    loom::model(|| {
+        let flag = Arc::new(abort_flag::AbortFlag::new(false));
+        let (woken, waker) = woken();
+        let mut watch = abort_flag::AbortWatch::new();
+        assert!(!watch.poll_aborted(&flag, &mut Context::from_waker(&waker)));
+        let aborting = {
+            let flag = flag.clone();
+            thread::spawn(move || flag.raise())
+        };
+        watch.release(&flag); // the task is dropped
+        aborting.join().unwrap();
+        assert!(woken.0.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+        // The abort drained the list, or the release emptied it first: either way a second
+        // watcher now sees the flag at once.
+        let mut late = abort_flag::AbortWatch::new();
+        assert!(late.poll_aborted(&flag, &mut Context::from_waker(&waker)));
     });
 }
