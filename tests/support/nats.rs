@@ -141,14 +141,38 @@ impl NatsServer {
         self.spawn(Some(self.port));
     }
 
-    /// `SIGSTOP`: the server keeps its sockets open and answers nothing.
+    /// `SIGSTOP`: the server keeps its sockets open and answers nothing. Returns once the
+    /// process is stopped (a signal is delivered asynchronously).
     pub fn pause(&self) {
         self.signal("-STOP");
+        self.wait_state(true);
     }
 
-    /// `SIGCONT` after [`pause`](Self::pause).
+    /// `SIGCONT` after [`pause`](Self::pause); returns once the process runs again.
     pub fn resume(&self) {
         self.signal("-CONT");
+        self.wait_state(false);
+    }
+
+    /// Waits until the process is stopped (`T` in `/proc/<pid>/stat`), or running again.
+    fn wait_state(&self, stopped: bool) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ...: the state follows the last ')'.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            if state.is_some_and(|c| (c == 'T' || c == 't') == stopped) || state.is_none() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not change state in 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn signal(&self, signal: &str) {
