@@ -38,7 +38,8 @@
 
 mod abort;
 mod abort_flag;
-/// The primitives `slot.rs`, `waiters.rs`, `tracker.rs` and `abort_flag.rs` are written against: std's here; the loom model
+/// The primitives `slot.rs`, `waiters.rs`, `tracker.rs`, `abort_flag.rs` and `gate.rs` are
+/// written against: std's here; the loom model
 /// (`tests/loom.rs`) includes those files with loom's instead.
 mod atomics {
     pub(crate) use futures::task::AtomicWaker;
@@ -54,6 +55,7 @@ pub mod ctx;
 mod delivery;
 mod error;
 mod event;
+mod gate;
 #[cfg(feature = "nats")]
 mod history;
 mod latest;

@@ -1,7 +1,8 @@
 //! Loom models of the crate's custom synchronisation: the log slot (`src/slot.rs`, its `unsafe`
 //! code), the parked readers' waiter list (`src/waiters.rs`, a flag and two fences) and the
 //! scope's task tracker (`src/tracker.rs`, a counter and an `AtomicWaker`) and the abort flag
-//! tasks watch (`src/abort_flag.rs`, a flag and a waker list).
+//! tasks watch (`src/abort_flag.rs`, a flag and a waker list), and a paused bus's gate
+//! (`src/gate.rs`, a flag read outside its lock).
 //!
 //! The file includes those two files themselves, with loom's `Arc`, `Mutex` and atomics in place
 //! of std's, and explores every interleaving of writers and readers (within loom's bounds). Run
@@ -28,7 +29,10 @@
 //!   tracker is closed is woken, or finds the tracker done (`src/tracker.rs`);
 //! - a task that starts watching its scope's abort flag while the scope aborts sees the flag or
 //!   is woken, exactly once, and a task dropped meanwhile leaves nothing registered
-//!   (`src/abort_flag.rs`).
+//!   (`src/abort_flag.rs`);
+//! - a paused bus's gate delivers what it held before any later send, even one racing the
+//!   `start`, and a sender waiting for room in a full buffer is woken when `start` takes it
+//!   (`src/gate.rs`).
 #![cfg(scopebus_loom)]
 
 mod atomics {
@@ -111,6 +115,9 @@ mod tracker;
 
 #[path = "../src/abort_flag.rs"]
 mod abort_flag;
+
+#[path = "../src/gate.rs"]
+mod gate;
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -404,5 +411,71 @@ fn a_task_dropped_while_its_scope_aborts_leaves_nothing_registered() {
         // watcher now sees the flag at once.
         let mut late = abort_flag::AbortWatch::new();
         assert!(late.poll_aborted(&flag, &mut Context::from_waker(&waker)));
+    });
+}
+
+/// A send through the gate, as the bus does it: straight on when the gate is down, else
+/// admitted (held, or handed back to go straight on).
+fn send_through(gate: &gate::Gate<u32>, out: &loom::sync::Mutex<Vec<u32>>, v: u32) {
+    if gate.is_gated() {
+        match gate.admit(v, |v| v, None) {
+            gate::Admit::Open(v) => out.lock().unwrap().push(v),
+            gate::Admit::Held => {}
+            gate::Admit::Full(_) | gate::Admit::Dropped { .. } => panic!("room for both"),
+        }
+    } else {
+        out.lock().unwrap().push(v);
+    }
+}
+
+#[test]
+fn held_events_are_delivered_before_a_send_racing_the_start() {
+    use loom::sync::Mutex;
+    loom::model(|| {
+        let gate = Arc::new(gate::Gate::<u32>::new(true, 4));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        send_through(&gate, &out, 1); // paused: held
+        let starting = {
+            let (gate, out) = (gate.clone(), out.clone());
+            thread::spawn(move || gate.start(|v| out.lock().unwrap().push(v)))
+        };
+        send_through(&gate, &out, 2);
+        starting.join().unwrap();
+        assert_eq!(
+            *out.lock().unwrap(),
+            [1, 2],
+            "the held event first, then the later one"
+        );
+        assert!(!gate.is_gated());
+    });
+}
+
+#[test]
+fn a_sender_waiting_for_room_is_woken_when_start_takes_the_buffer() {
+    use loom::sync::Mutex;
+    use std::task::Context;
+    loom::model(|| {
+        let gate = Arc::new(gate::Gate::<u32>::new(true, 1));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        send_through(&gate, &out, 1); // fills the buffer
+        let starting = {
+            let (gate, out) = (gate.clone(), out.clone());
+            thread::spawn(move || gate.start(|v| out.lock().unwrap().push(v)))
+        };
+        let (woken, waker) = woken();
+        let full = match gate.admit(2, |v| v, Some(&waker)) {
+            gate::Admit::Full(_) => true,
+            gate::Admit::Open(v) => {
+                out.lock().unwrap().push(v);
+                false
+            }
+            gate::Admit::Held => false,
+            gate::Admit::Dropped { .. } => panic!("a waiter is never dropped"),
+        };
+        starting.join().unwrap();
+        if full {
+            let wakes = woken.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(wakes, 1, "waiting for room, and never told there is some");
+        }
     });
 }
