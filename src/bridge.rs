@@ -236,7 +236,7 @@ pub struct Bridge {
     options: Option<ConnectOptions>,
     node: Option<String>,
     prefix: String,
-    exports: Vec<(WireName, StartExport)>,
+    exports: Vec<(WireName, Delivery, StartExport)>,
     imports: Vec<Import>,
     invalid: Option<BridgeError>,
     queue: ExportQueue,
@@ -248,8 +248,6 @@ pub struct Bridge {
     retry_initial: bool,
     heartbeat: Duration,
     history: Option<History>,
-    /// Some type is exported or imported with `Delivery::Persistent`.
-    persistent: bool,
 }
 
 impl fmt::Debug for Bridge {
@@ -263,7 +261,7 @@ impl fmt::Debug for Bridge {
                 &self
                     .exports
                     .iter()
-                    .map(|(n, _)| &n.name)
+                    .map(|(n, ..)| &n.name)
                     .collect::<Vec<_>>(),
             )
             .field(
@@ -300,7 +298,6 @@ impl Bridge {
             retry_initial: false,
             heartbeat: Duration::from_secs(5),
             history: None,
-            persistent: false,
         }
     }
 
@@ -374,8 +371,7 @@ impl Bridge {
             let export = export_loop(subscription, shared.clone(), wire, delivery);
             Ok(Box::pin(export) as BoxFuture<'static, ()>)
         });
-        self.persistent |= delivery == Delivery::Persistent;
-        self.exports.push((name, start));
+        self.exports.push((name, delivery, start));
         self
     }
 
@@ -399,7 +395,6 @@ impl Bridge {
                 .map(drop)
                 .map_err(|_| Refusal::Local)
         });
-        self.persistent |= delivery == Delivery::Persistent;
         self.imports.push(Import {
             name,
             deliver,
@@ -498,7 +493,7 @@ impl Bridge {
             }
         };
         let twice = if export {
-            self.exports.iter().any(|(n, _)| n.name == name.name)
+            self.exports.iter().any(|(n, ..)| n.name == name.name)
         } else {
             self.imports.iter().any(|i| i.name.name == name.name)
         };
@@ -578,19 +573,31 @@ impl Bridge {
         if !self.retry_initial {
             round_trip(&client, &instance, self.connect_timeout).await?;
         }
+        let persistent = self
+            .exports
+            .iter()
+            .any(|(_, d, _)| *d == Delivery::Persistent)
+            || self
+                .imports
+                .iter()
+                .any(|i| i.delivery == Delivery::Persistent);
         let history = match self.history {
-            None if self.persistent => Some(History::default()),
+            None if persistent => Some(History::default()),
             history => history,
         };
-        let (js, stream) = match &history {
+        let jetstream = match history {
             Some(config) => {
-                let js = async_nats::jetstream::new(client.clone());
-                let stream = history::ensure_stream(&js, config, &self.prefix).await?;
-                (Some(js), Some(stream))
+                let context = async_nats::jetstream::new(client.clone());
+                let stream = history::ensure_stream(&context, &config, &self.prefix).await?;
+                Some(JetStream {
+                    context,
+                    stream,
+                    config,
+                })
             }
-            None => (None, None),
+            None => None,
         };
-        if let Some(stream) = &stream {
+        if let Some(JetStream { stream, .. }) = &jetstream {
             for import in &self.imports {
                 if import.delivery == Delivery::Persistent {
                     let durable = persistent::durable_name(&node, &import.name.name);
@@ -624,16 +631,14 @@ impl Bridge {
             heartbeat: self.heartbeat,
             started: SystemTime::now(),
             presence_seq: AtomicU64::new(0),
-            stream,
-            history,
-            js,
+            jetstream,
         });
         // Ends when the scope's body completes, like every subscription made in the scope.
         let stop = crate::ctx::try_subscribe::<Stop>().map_err(|_| BridgeError::ScopeFinished)?;
         let exporters = self
             .exports
             .into_iter()
-            .map(|(_, start)| start(&shared))
+            .map(|(_, _, start)| start(&shared))
             .collect::<Result<Vec<_>, _>>()?;
         shared.announce(Kind::Joined).await;
         let inbound = inbound_loop(
@@ -761,9 +766,14 @@ struct Shared {
     /// Numbers presence messages, for their ids.
     presence_seq: AtomicU64,
     /// The history stream, when configured (or needed by a persistent type).
-    stream: Option<async_nats::jetstream::stream::Stream>,
-    history: Option<History>,
-    js: Option<async_nats::jetstream::Context>,
+    jetstream: Option<JetStream>,
+}
+
+/// The JetStream side of a bridge: its context, and the history stream with its settings.
+struct JetStream {
+    context: async_nats::jetstream::Context,
+    stream: async_nats::jetstream::stream::Stream,
+    config: History,
 }
 
 /// How many remote scopes are remembered before the table starts over.
@@ -862,18 +872,34 @@ impl Shared {
 
     /// Publishes one event on core NATS.
     async fn publish_core(&self, out: Outgoing) {
+        if self.publish_timed(out, "an event").await {
+            self.count(&self.counters.exported);
+        }
+    }
+
+    /// Publishes on core NATS within the publish timeout; a failure or a timeout is counted
+    /// and logged (`what` was being published). `true` if the client took it.
+    async fn publish_timed(&self, out: Outgoing, what: &'static str) -> bool {
         let publish =
             self.client
                 .publish_with_headers(out.subject.clone(), out.headers, out.payload);
         match tokio::time::timeout(self.publish_timeout, publish).await {
-            Ok(Ok(())) => self.count(&self.counters.exported),
+            Ok(Ok(())) => true,
             Ok(Err(error)) => {
                 self.count(&self.counters.publish_error);
-                self.warn("a publish failed", error);
+                self.warn(
+                    "a publish failed",
+                    format_args!("{what} on {}: {error}", out.subject),
+                );
+                false
             }
             Err(_) => {
                 self.count(&self.counters.publish_timeout);
-                self.warn("a publish timed out", &out.subject);
+                self.warn(
+                    "a publish timed out",
+                    format_args!("{what} on {}", out.subject),
+                );
+                false
             }
         }
     }
@@ -923,26 +949,27 @@ impl Shared {
             sent_at: SystemTime::now(),
         };
         let (headers, _) = wire::encode(&meta, false);
-        let subject = kind.subject(&self.prefix, &self.node);
-        let publish = self
-            .client
-            .publish_with_headers(subject, headers, payload.into());
-        match tokio::time::timeout(self.publish_timeout, publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                self.count(&self.counters.publish_error);
-                self.warn("a presence message could not be published", error);
-            }
-            Err(_) => {
-                self.count(&self.counters.publish_timeout);
-                self.warn("a presence message timed out", kind.name());
-            }
-        }
+        let out = Outgoing {
+            subject: kind.subject(&self.prefix, &self.node),
+            headers,
+            payload: payload.into(),
+        };
+        self.publish_timed(out, "a presence message").await;
     }
 
     /// Publishes a local event on the bridge's bus, from the bridge's scope.
     fn publish_local<T: Send + Sync + 'static>(&self, event: T) {
         self.frame.bus.publish(self.frame.info(), event);
+    }
+
+    /// Counts what an export queue dropped since `counted` (which it updates).
+    fn count_drops<E: Send + Sync + 'static>(&self, queue: &Subscription<E>, counted: &mut u64) {
+        // Read once: the bus's senders may drop more meanwhile.
+        let now = queue.dropped();
+        if now > *counted {
+            self.dropped(now - *counted);
+            *counted = now;
+        }
     }
 
     /// Counts `more` events dropped by an export queue and says so on the bus (at most once a
@@ -1007,10 +1034,11 @@ async fn export_loop<E: RemoteEvent>(
         tokio::time::sleep(shared.drain_timeout).await;
     };
     tokio::pin!(deadline);
-    let mut window = match (delivery, &shared.js) {
-        (Delivery::Persistent, Some(js)) => {
-            Some(AckWindow::new(js.clone(), shared.publish_timeout))
-        }
+    let mut window = match (delivery, &shared.jetstream) {
+        (Delivery::Persistent, Some(jetstream)) => Some(AckWindow::new(
+            jetstream.context.clone(),
+            shared.publish_timeout,
+        )),
         _ => None,
     };
     let mut dropped = 0;
@@ -1034,12 +1062,7 @@ async fn export_loop<E: RemoteEvent>(
                 continue;
             }
         };
-        // Read once: the bus's senders may drop more meanwhile.
-        let now_dropped = subscription.dropped();
-        if now_dropped > dropped {
-            shared.dropped(now_dropped - dropped);
-            dropped = now_dropped;
-        }
+        shared.count_drops(&subscription, &mut dropped);
         if envelope.origin().node().is_some() {
             continue; // imported: never sent out again
         }
@@ -1082,10 +1105,7 @@ async fn export_loop<E: RemoteEvent>(
                 .fetch_add(unsure, Ordering::Relaxed);
         }
     }
-    let now_dropped = subscription.dropped();
-    if now_dropped > dropped {
-        shared.dropped(now_dropped - dropped);
-    }
+    shared.count_drops(&subscription, &mut dropped);
     if late {
         let left = subscription
             .drain()
@@ -1186,7 +1206,7 @@ async fn inbound_loop(
     );
     let mut durable =
         futures::stream::select_all(imports.iter().enumerate().filter_map(|(index, import)| {
-            let stream = shared.stream.clone()?;
+            let stream = shared.jetstream.as_ref()?.stream.clone();
             (import.delivery == Delivery::Persistent).then(|| {
                 let name = persistent::durable_name(&shared.node, &import.name.name);
                 let subject = import.name.subject(&shared.prefix);
@@ -1498,12 +1518,12 @@ impl BridgeHandle {
         accept: impl FnMut(RawEvent) -> Option<T>,
     ) -> Result<Vec<T>, BridgeError> {
         check_pattern(filter)?;
-        let (Some(stream), Some(config)) = (&self.shared.stream, &self.shared.history) else {
+        let Some(jetstream) = &self.shared.jetstream else {
             return Err(BridgeError::NoHistory);
         };
-        let mut stream = stream.clone();
+        let mut stream = jetstream.stream.clone();
         let query = history::newest(&mut stream, filter, from, limit, accept);
-        tokio::time::timeout(config.timeout, query)
+        tokio::time::timeout(jetstream.config.timeout, query)
             .await
             .map_err(|_| BridgeError::Timeout("history"))?
     }

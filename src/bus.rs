@@ -236,9 +236,9 @@ impl Bus {
             return Err(Full::Refused(SendError::new(SendErrorKind::Closed, event)));
         }
         let event = if self.pause.is_gated() && self.holds(sender, topic) {
-            match self.hold(origin, event, wait, sender, topic) {
+            match self.hold(origin, Payload::Event(event), wait, sender, topic) {
                 Ok(done) => return done,
-                Err(open) => open,
+                Err(open) => open.into_event(),
             }
         } else {
             event
@@ -271,16 +271,19 @@ impl Bus {
     fn hold<E: Send + Sync + 'static>(
         &self,
         origin: &Arc<ScopeInfo>,
-        event: E,
+        payload: Payload<E>,
         wait: Option<&Waker>,
         sender: Sender,
         topic: Option<&Arc<Topic<E>>>,
-    ) -> Result<Result<Sent, Full<E>>, E> {
+    ) -> Result<Result<Sent, Full<E>>, Payload<E>> {
         if let Some(kind) = self.refuses(sender, topic) {
-            return Ok(Err(Full::Refused(SendError::new(kind, event))));
+            return Ok(Err(Full::Refused(SendError::new(
+                kind,
+                payload.into_event(),
+            ))));
         }
-        Ok(match self.pause.hold(origin, Payload::Event(event), wait) {
-            Hold::Open(payload) => return Err(payload.into_event()),
+        Ok(match self.pause.hold(origin, payload, wait) {
+            Hold::Open(payload) => return Err(payload),
             Hold::Held => Ok(Sent::Held),
             Hold::Full(payload) => Err(Full::Wait(payload.into_event())),
             Hold::Dropped(report) => {
@@ -330,24 +333,15 @@ impl Bus {
         let origin = envelope.origin_arc();
         let mut payload = Payload::Held(envelope);
         if self.pause.is_gated() {
-            if let Some(kind) = self.refuses::<E>(Sender::Anyone, None) {
-                return Err(kind);
-            }
-            match self.pause.hold(&origin, payload, None) {
-                Hold::Open(open) => payload = open,
-                Hold::Held => return Ok(Sent::Held),
-                Hold::Full(_) => unreachable!("no waker, so a full buffer drops"),
-                Hold::Dropped(report) => {
-                    self.report(report, &origin, false);
-                    return Ok(Sent::Dropped);
-                }
+            // The same held path as any send (no waker: a full buffer drops).
+            match self.hold(&origin, payload, None, Sender::Anyone, None) {
+                Ok(done) => return done.map_err(Full::kind),
+                Err(open) => payload = open,
             }
         }
-        match self.route(&origin, payload, None, Sender::Anyone, None) {
-            Ok(delivered) => Ok(Sent::Delivered(delivered)),
-            Err(Full::Refused(error)) => Err(error.kind()),
-            Err(Full::Wait(_)) => unreachable!("only `send_wait` waits for room"),
-        }
+        self.route(&origin, payload, None, Sender::Anyone, None)
+            .map(Sent::Delivered)
+            .map_err(Full::kind)
     }
 
     /// Delivers an envelope a paused bus held (from `start()`).

@@ -216,7 +216,7 @@ pub(crate) async fn newest<T>(
         let start = DeliverPolicy::ByStartTime {
             start_time: time.into(),
         };
-        return Ok(scan(stream, filter, start, limit, &mut accept).await?.0);
+        return scan(stream, filter, start, limit, &mut accept).await;
     }
     let matching = pending(stream, filter, first).await?;
     if matching == 0 {
@@ -234,7 +234,7 @@ pub(crate) async fn newest<T>(
         let policy = DeliverPolicy::ByStartSequence {
             start_sequence: start,
         };
-        let (found, _) = scan(stream, filter, policy, limit, &mut accept).await?;
+        let found = scan(stream, filter, policy, limit, &mut accept).await?;
         if found.len() >= limit || start <= first {
             return Ok(found);
         }
@@ -275,14 +275,14 @@ async fn pending(
 }
 
 /// Reads every message matching `filter` from `policy` on, keeping the last `limit` that
-/// `accept` takes. Also says how many messages were read.
+/// `accept` takes.
 async fn scan<T>(
     stream: &js::stream::Stream,
     filter: &str,
     policy: DeliverPolicy,
     limit: usize,
     accept: &mut impl FnMut(RawEvent) -> Option<T>,
-) -> Result<(Vec<T>, u64), BridgeError> {
+) -> Result<Vec<T>, BridgeError> {
     let consumer = stream
         .create_consumer(query_consumer(filter, policy))
         .await
@@ -329,5 +329,5 @@ async fn scan<T>(
     .await;
     let _ = stream.delete_consumer(&name).await;
     result?;
-    Ok((kept.into(), read))
+    Ok(kept.into())
 }

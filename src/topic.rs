@@ -199,6 +199,17 @@ pub(crate) enum Full<E> {
     Wait(E),
 }
 
+impl<E> Full<E> {
+    /// Why a send that cannot wait (no waker given) failed.
+    #[cfg(feature = "nats")]
+    pub(crate) fn kind(self) -> crate::error::SendErrorKind {
+        match self {
+            Full::Refused(error) => error.kind(),
+            Full::Wait(_) => unreachable!("only `send_wait` waits for room"),
+        }
+    }
+}
+
 /// The type-erased face of a topic, for what the bus does to all topics alike.
 pub(crate) trait AnyTopic: Any + Send + Sync {
     fn stats(&self) -> TypeStats;

@@ -730,3 +730,38 @@ async fn an_oversize_export_is_counted_and_the_next_one_goes_out() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_bus_holds_imported_events_with_their_origin_until_it_starts() {
+    let server = NatsServer::start();
+    ctx::scope("paused")
+        .paused()
+        .run(async {
+            let handle = bridge(&server, "paused")
+                .import::<ToolCalled>()
+                .install()
+                .await
+                .unwrap();
+            let mut calls = ctx::subscribe::<ToolCalled>();
+            let raw = raw(&server).await;
+            let payload = serde_json::to_vec(&ToolCalled {
+                tool: "held".into(),
+                n: 1,
+            })
+            .unwrap();
+            raw.publish_with_headers("events.tool.called", headers("held-1", 1), payload.into())
+                .await
+                .unwrap();
+            until(&handle, "imported (held)", |s| s.imported == 1).await;
+            assert!(calls.try_next().is_err(), "held while paused");
+            assert_eq!(ctx::stats().held, 1);
+            ctx::start();
+            let call = next(&mut calls, "the held import").await;
+            assert_eq!((call.n, call.origin().node()), (1, Some("raw")));
+            assert_eq!(
+                call.sent_at(),
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
+            );
+        })
+        .await;
+}
