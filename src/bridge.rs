@@ -1312,7 +1312,12 @@ fn receive(shared: &Shared, import: &Import, message: &Message, recent: &mut Rec
     if !recent.insert(&meta.id) {
         return shared.count(&counters.dropped_duplicate);
     }
-    let gap = recent.gap(&meta);
+    // A persistent stream is stored whole: a jump in it is an event re-published after an
+    // outage arriving after later ones, not a loss (its gap fills when it comes).
+    let gap = match import.delivery {
+        Delivery::BestEffort => recent.gap(&meta),
+        Delivery::Persistent => 0,
+    };
     if gap > 0 {
         counters.lost_in_transit.fetch_add(gap, Ordering::Relaxed);
         shared.warn(

@@ -64,7 +64,9 @@ pub enum Delivery {
     BestEffort,
     /// JetStream: every event is stored (acknowledged, retried with its id), and a receiver
     /// reads from the stream through a durable consumer, so it resumes without gaps or
-    /// duplicates after a server restart or its own restart. Needs the history stream
+    /// duplicates after a server restart or its own restart. Order is kept, except that an
+    /// event whose publish was lost with the connection is re-published after the events the
+    /// client sent on reconnecting, and arrives after them. Needs the history stream
     /// ([`Bridge::history`](crate::Bridge::history); the default one is made if none is
     /// configured).
     Persistent,
